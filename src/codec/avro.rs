@@ -1,0 +1,538 @@
+//! The Avro wire form of the model (`schemas/*.avsc`).
+//!
+//! Model -> Avro is written out by hand (one function per record): explicit,
+//! fast, and independent of serde's human-readable switch. Avro -> model
+//! resolves the writer's schema against ours (so an older or newer producer
+//! within the compatibility rules still decodes), then deserializes the
+//! resolved value with serde, then validates it like a JSON record.
+
+use super::DecodeError;
+use crate::model::*;
+use apache_avro::types::Value;
+use apache_avro::{Schema, from_avro_datum, from_value, to_avro_datum};
+use std::io::Read;
+use std::sync::OnceLock;
+
+pub const EVENT_AVSC: &str = include_str!("../../schemas/DataSharingEvent.avsc");
+pub const CONSENT_AVSC: &str = include_str!("../../schemas/ConsentState.avsc");
+pub const VIOLATION_AVSC: &str = include_str!("../../schemas/Violation.avsc");
+
+/// The three schemas shareaudit reads and writes with, parsed once.
+pub struct Schemas {
+    pub event: Schema,
+    pub consent: Schema,
+    pub violation: Schema,
+}
+
+/// The schemas compiled into the binary. They are tested to parse, so a
+/// failure here is a build defect, reported as an error all the same.
+pub fn schemas() -> Result<&'static Schemas, DecodeError> {
+    static SCHEMAS: OnceLock<Result<Schemas, String>> = OnceLock::new();
+    SCHEMAS
+        .get_or_init(|| {
+            let parse = |name: &str, text: &str| {
+                Schema::parse_str(text).map_err(|e| format!("{name}: {e}"))
+            };
+            Ok(Schemas {
+                event: parse("DataSharingEvent.avsc", EVENT_AVSC)?,
+                consent: parse("ConsentState.avsc", CONSENT_AVSC)?,
+                violation: parse("Violation.avsc", VIOLATION_AVSC)?,
+            })
+        })
+        .as_ref()
+        .map_err(|e| DecodeError::Schema(e.clone()))
+}
+
+fn string(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+fn enum_value<T: Copy + Into<usize> + std::fmt::Display>(v: T) -> Value {
+    // Avro symbol order is the enum's declaration order (tested).
+    Value::Enum(u32::try_from(v.into()).unwrap_or(u32::MAX), v.to_string())
+}
+
+fn nullable<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(f(x))),
+    }
+}
+
+fn record(fields: Vec<(&str, Value)>) -> Value {
+    Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+fn strings(items: &[String]) -> Value {
+    Value::Array(items.iter().map(|s| string(s)).collect())
+}
+
+pub fn event_to_value(e: &DataSharingEvent) -> Value {
+    record(vec![
+        ("event_id", string(&e.event_id)),
+        (
+            "occurred_at",
+            Value::TimestampMillis(e.occurred_at.millis()),
+        ),
+        ("source_service", string(&e.source_service)),
+        ("flow", enum_value(e.flow)),
+        (
+            "subject",
+            record(vec![
+                ("user_id", string(&e.subject.user_id)),
+                ("role", enum_value(e.subject.role)),
+                ("age", nullable(e.subject.age, Value::Int)),
+                (
+                    "guardian_consent",
+                    nullable(e.subject.guardian_consent, Value::Boolean),
+                ),
+                (
+                    "third_party_authorized",
+                    nullable(e.subject.third_party_authorized, Value::Boolean),
+                ),
+            ]),
+        ),
+        (
+            "recipient",
+            record(vec![
+                ("id", string(&e.recipient.id)),
+                ("category", enum_value(e.recipient.category)),
+                ("region", string(&e.recipient.region)),
+                (
+                    "acting_for_merchant",
+                    nullable(e.recipient.acting_for_merchant.as_deref(), string),
+                ),
+            ]),
+        ),
+        ("purpose", enum_value(e.purpose)),
+        ("legal_basis", enum_value(e.legal_basis)),
+        (
+            "order",
+            nullable(e.order.as_ref(), |o| {
+                record(vec![
+                    ("id", string(&o.id)),
+                    ("type", enum_value(o.order_type)),
+                    ("merchant_id", string(&o.merchant_id)),
+                    ("cash_on_delivery", Value::Boolean(o.cash_on_delivery)),
+                    ("insured", Value::Boolean(o.insured)),
+                ])
+            }),
+        ),
+        (
+            "data",
+            Value::Array(
+                e.data
+                    .iter()
+                    .map(|d| {
+                        record(vec![
+                            ("field", string(&d.field)),
+                            ("category", nullable(d.category.as_deref(), string)),
+                            ("value", nullable(d.value.as_deref(), string)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("record_count", Value::Long(e.record_count)),
+        (
+            "transport",
+            record(vec![
+                ("encrypted", Value::Boolean(e.transport.encrypted)),
+                (
+                    "protocol",
+                    nullable(e.transport.protocol.as_deref(), string),
+                ),
+            ]),
+        ),
+        (
+            "legal_document",
+            nullable(e.legal_document.as_ref(), |d| {
+                record(vec![
+                    ("type", string(&d.doc_type)),
+                    ("reference", string(&d.reference)),
+                ])
+            }),
+        ),
+        (
+            "files_encrypted",
+            nullable(e.files_encrypted, Value::Boolean),
+        ),
+        (
+            "agreement_ref",
+            nullable(e.agreement_ref.as_deref(), string),
+        ),
+        ("consent_ref", nullable(e.consent_ref.as_deref(), string)),
+    ])
+}
+
+pub fn consent_to_value(c: &ConsentState) -> Value {
+    record(vec![
+        ("user_id", string(&c.user_id)),
+        ("updated_at", Value::TimestampMillis(c.updated_at.millis())),
+        ("account_status", enum_value(c.account_status)),
+        ("consent_withdrawn", Value::Boolean(c.consent_withdrawn)),
+        (
+            "withdrawn_purposes",
+            Value::Array(
+                c.withdrawn_purposes
+                    .iter()
+                    .map(|p| enum_value(*p))
+                    .collect(),
+            ),
+        ),
+        (
+            "personalized_ads_opt_out",
+            Value::Boolean(c.personalized_ads_opt_out),
+        ),
+        (
+            "personalized_recommendation_opt_out",
+            Value::Boolean(c.personalized_recommendation_opt_out),
+        ),
+        (
+            "separate_consents",
+            Value::Array(
+                c.separate_consents
+                    .iter()
+                    .map(|s| {
+                        record(vec![
+                            ("scope", enum_value(s.scope)),
+                            ("recipient_id", string(&s.recipient_id)),
+                            ("purpose", nullable(s.purpose, enum_value)),
+                            ("categories", strings(&s.categories)),
+                            ("granted_at", Value::TimestampMillis(s.granted_at.millis())),
+                            (
+                                "withdrawn_at",
+                                nullable(s.withdrawn_at, |t| Value::TimestampMillis(t.millis())),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "birth_date",
+            nullable(c.birth_date, |d| Value::Date(d.days_since_epoch())),
+        ),
+        (
+            "guardian_consent",
+            nullable(c.guardian_consent, Value::Boolean),
+        ),
+    ])
+}
+
+pub fn violation_to_value(v: &Violation) -> Value {
+    record(vec![
+        ("alert_id", string(&v.alert_id)),
+        ("rule_id", string(&v.rule_id)),
+        ("clause", string(&v.clause)),
+        ("severity", enum_value(v.severity)),
+        ("title", string(&v.title)),
+        ("detail", string(&v.detail)),
+        ("event_id", string(&v.event_id)),
+        (
+            "occurred_at",
+            Value::TimestampMillis(v.occurred_at.millis()),
+        ),
+        (
+            "detected_at",
+            Value::TimestampMillis(v.detected_at.millis()),
+        ),
+        ("recipient_id", string(&v.recipient_id)),
+        ("recipient_category", enum_value(v.recipient_category)),
+        ("recipient_region", string(&v.recipient_region)),
+        ("purpose", enum_value(v.purpose)),
+        ("legal_basis", enum_value(v.legal_basis)),
+        ("flow", enum_value(v.flow)),
+        ("categories", strings(&v.categories)),
+        ("fields", strings(&v.fields)),
+        ("subject_ref", string(&v.subject_ref)),
+        ("record_count", Value::Long(v.record_count)),
+        ("mode", enum_value(v.mode)),
+        (
+            "policy_version",
+            record(vec![
+                ("version", string(&v.policy_version.version)),
+                ("hash", string(&v.policy_version.hash)),
+            ]),
+        ),
+        (
+            "source",
+            nullable(v.source.as_ref(), |s| {
+                record(vec![
+                    ("topic", string(&s.topic)),
+                    ("partition", Value::Int(s.partition)),
+                    ("offset", Value::Long(s.offset)),
+                ])
+            }),
+        ),
+    ])
+}
+
+fn encode(schema: &Schema, value: Value) -> Result<Vec<u8>, DecodeError> {
+    to_avro_datum(schema, value).map_err(|e| DecodeError::Avro(e.to_string()))
+}
+
+pub fn encode_event(e: &DataSharingEvent) -> Result<Vec<u8>, DecodeError> {
+    encode(&schemas()?.event, event_to_value(e))
+}
+
+pub fn encode_consent(c: &ConsentState) -> Result<Vec<u8>, DecodeError> {
+    encode(&schemas()?.consent, consent_to_value(c))
+}
+
+pub fn encode_violation(v: &Violation) -> Result<Vec<u8>, DecodeError> {
+    encode(&schemas()?.violation, violation_to_value(v))
+}
+
+/// Reads one datum written with `writer`, resolved to `reader`.
+fn decode_value(mut bytes: &[u8], writer: &Schema, reader: &Schema) -> Result<Value, DecodeError> {
+    let value = from_avro_datum(writer, &mut bytes, Some(reader))
+        .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    if !bytes.is_empty() {
+        return Err(DecodeError::Avro(format!(
+            "{} bytes left over after the record",
+            bytes.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// Decodes an event datum written with `writer` (ours when `None`) and validates it.
+pub fn decode_event(
+    bytes: &[u8],
+    writer: Option<&Schema>,
+) -> Result<DataSharingEvent, DecodeError> {
+    let s = schemas()?;
+    event_from_value(&decode_value(bytes, writer.unwrap_or(&s.event), &s.event)?)
+}
+
+pub fn decode_consent(bytes: &[u8], writer: Option<&Schema>) -> Result<ConsentState, DecodeError> {
+    let s = schemas()?;
+    consent_from_value(&decode_value(
+        bytes,
+        writer.unwrap_or(&s.consent),
+        &s.consent,
+    )?)
+}
+
+pub fn decode_violation(bytes: &[u8], writer: Option<&Schema>) -> Result<Violation, DecodeError> {
+    let s = schemas()?;
+    from_value(&decode_value(
+        bytes,
+        writer.unwrap_or(&s.violation),
+        &s.violation,
+    )?)
+    .map_err(|e| DecodeError::Avro(e.to_string()))
+}
+
+/// An event from an Avro value already resolved to our schema.
+pub fn event_from_value(v: &Value) -> Result<DataSharingEvent, DecodeError> {
+    let e: DataSharingEvent = from_value(v).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    e.problems().into_result().map_err(DecodeError::Invalid)?;
+    Ok(e)
+}
+
+pub fn consent_from_value(v: &Value) -> Result<ConsentState, DecodeError> {
+    let c: ConsentState = from_value(v).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    c.problems().into_result().map_err(DecodeError::Invalid)?;
+    Ok(c)
+}
+
+/// The records of an Avro object container file, each resolved to `reader`.
+/// A record that cannot be read is an `Err` item; reading goes on.
+pub fn container_values<'a, R: Read + 'a>(
+    input: R,
+    reader: &'a Schema,
+) -> Result<impl Iterator<Item = Result<Value, DecodeError>> + 'a, DecodeError> {
+    let r = apache_avro::Reader::with_schema(reader, input)
+        .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    Ok(r.map(|v| v.map_err(|e| DecodeError::Avro(e.to_string()))))
+}
+
+/// Writes values into an Avro object container file (for examples and tests).
+pub fn write_container(
+    schema: &Schema,
+    values: impl IntoIterator<Item = Value>,
+) -> Result<Vec<u8>, DecodeError> {
+    let mut w = apache_avro::Writer::new(schema, Vec::new());
+    for v in values {
+        w.append(v).map_err(|e| DecodeError::Avro(e.to_string()))?;
+    }
+    w.into_inner().map_err(|e| DecodeError::Avro(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::json;
+
+    const EVENT: &str = include_str!("../../tests/fixtures/event-full.json");
+    const CONSENT: &str = include_str!("../../tests/fixtures/consent-full.json");
+    const VIOLATION: &str = include_str!("../../tests/fixtures/violation-full.json");
+
+    fn symbols(schema: &serde_json::Value, name: &str) -> Vec<String> {
+        // Finds the named enum anywhere in a schema's JSON.
+        fn find<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if o.get("type").and_then(|t| t.as_str()) == Some("enum")
+                        && o.get("name").and_then(|n| n.as_str()) == Some(name)
+                    {
+                        return o.get("symbols");
+                    }
+                    o.values().find_map(|x| find(x, name))
+                }
+                serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, name)),
+                _ => None,
+            }
+        }
+        find(schema, name)
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn schemas_parse_and_their_enums_match_the_model() {
+        schemas().unwrap();
+        let ev: serde_json::Value = serde_json::from_str(EVENT_AVSC).unwrap();
+        let names = |all: &[&str]| all.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            symbols(&ev, "Flow"),
+            names(&Flow::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>())
+        );
+        assert_eq!(
+            symbols(&ev, "Purpose"),
+            names(&Purpose::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>())
+        );
+        assert_eq!(
+            symbols(&ev, "LegalBasis"),
+            names(
+                &LegalBasis::ALL
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            symbols(&ev, "RecipientCategory"),
+            names(
+                &RecipientCategory::ALL
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            symbols(&ev, "OrderType"),
+            names(
+                &OrderType::ALL
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        assert_eq!(
+            symbols(&ev, "Role"),
+            names(&Role::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>())
+        );
+        let c: serde_json::Value = serde_json::from_str(CONSENT_AVSC).unwrap();
+        assert_eq!(
+            symbols(&c, "ConsentScope"),
+            names(
+                &ConsentScope::ALL
+                    .iter()
+                    .map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+            )
+        );
+        let v: serde_json::Value = serde_json::from_str(VIOLATION_AVSC).unwrap();
+        assert_eq!(
+            symbols(&v, "Severity"),
+            names(&Severity::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>())
+        );
+        assert_eq!(
+            symbols(&v, "Mode"),
+            names(&Mode::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>())
+        );
+    }
+
+    #[test]
+    fn an_event_survives_json_model_avro_model() {
+        let from_json = json::decode_event(EVENT.as_bytes()).unwrap();
+        let bytes = encode_event(&from_json).unwrap();
+        assert_eq!(decode_event(&bytes, None).unwrap(), from_json);
+        // And one with every nullable field null.
+        let mut bare = from_json.clone();
+        bare.order = None;
+        bare.legal_document = None;
+        bare.subject.age = None;
+        bare.data[0].category = None;
+        bare.data[0].value = None;
+        assert_eq!(
+            decode_event(&encode_event(&bare).unwrap(), None).unwrap(),
+            bare
+        );
+    }
+
+    #[test]
+    fn a_consent_state_survives_json_model_avro_model() {
+        let from_json = json::decode_consent(CONSENT.as_bytes()).unwrap();
+        assert!(from_json.birth_date.is_some() && !from_json.separate_consents.is_empty());
+        let bytes = encode_consent(&from_json).unwrap();
+        assert_eq!(decode_consent(&bytes, None).unwrap(), from_json);
+    }
+
+    #[test]
+    fn a_violation_survives_json_model_avro_model() {
+        let from_json: Violation = serde_json::from_str(VIOLATION).unwrap();
+        let bytes = encode_violation(&from_json).unwrap();
+        assert_eq!(decode_violation(&bytes, None).unwrap(), from_json);
+        let mut offline = from_json.clone();
+        offline.source = None;
+        assert_eq!(
+            decode_violation(&encode_violation(&offline).unwrap(), None).unwrap(),
+            offline
+        );
+    }
+
+    #[test]
+    fn an_older_producer_schema_still_decodes() {
+        // A producer that predates `consent_ref` and `files_encrypted`: the
+        // reader's defaults (null) fill them in.
+        let mut old: serde_json::Value = serde_json::from_str(EVENT_AVSC).unwrap();
+        let fields = old["fields"].as_array_mut().unwrap();
+        fields.retain(|f| f["name"] != "consent_ref" && f["name"] != "files_encrypted");
+        let old_schema = Schema::parse_str(&old.to_string()).unwrap();
+        let mut e = json::decode_event(EVENT.as_bytes()).unwrap();
+        let Value::Record(mut fields) = event_to_value(&e) else {
+            panic!()
+        };
+        fields.retain(|(k, _)| k != "consent_ref" && k != "files_encrypted");
+        let bytes = to_avro_datum(&old_schema, Value::Record(fields)).unwrap();
+        e.consent_ref = None;
+        e.files_encrypted = None;
+        assert_eq!(decode_event(&bytes, Some(&old_schema)).unwrap(), e);
+    }
+
+    #[test]
+    fn garbage_and_invalid_records_are_errors_not_panics() {
+        assert!(decode_event(&[0xff, 0x01, 0x02], None).is_err());
+        assert!(decode_event(&[], None).is_err());
+        let mut e = json::decode_event(EVENT.as_bytes()).unwrap();
+        e.record_count = -3;
+        let err = decode_event(&encode_event(&e).unwrap(), None).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn container_files_round_trip() {
+        let e = json::decode_event(EVENT.as_bytes()).unwrap();
+        let s = schemas().unwrap();
+        let file = write_container(&s.event, [event_to_value(&e), event_to_value(&e)]).unwrap();
+        let back: Vec<_> = container_values(&file[..], &s.event)
+            .unwrap()
+            .map(|v| event_from_value(&v.unwrap()).unwrap())
+            .collect();
+        assert_eq!(back, vec![e.clone(), e]);
+    }
+}

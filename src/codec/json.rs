@@ -1,0 +1,240 @@
+//! The JSON form of `event-model.md`: one record per line.
+//!
+//! The fast path is one typed `serde_json` parse. Only when it fails is the
+//! record looked at again, field by field, so that the error names every
+//! top-level field that is wrong (and the first problem inside each) with
+//! its path, not just the first one serde met.
+
+use super::DecodeError;
+use crate::model::{ConsentState, DataSharingEvent, Problems};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+/// Decodes and validates one event.
+pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
+    match serde_json::from_slice::<DataSharingEvent>(bytes) {
+        Ok(event) => event
+            .problems()
+            .into_result()
+            .map(|()| event)
+            .map_err(DecodeError::Invalid),
+        Err(e) => Err(explain(bytes, e, event_field_problems)),
+    }
+}
+
+/// Decodes and validates one consent state.
+pub fn decode_consent(bytes: &[u8]) -> Result<ConsentState, DecodeError> {
+    match serde_json::from_slice::<ConsentState>(bytes) {
+        Ok(state) => state
+            .problems()
+            .into_result()
+            .map(|()| state)
+            .map_err(DecodeError::Invalid),
+        Err(e) => Err(explain(bytes, e, consent_field_problems)),
+    }
+}
+
+fn explain(
+    bytes: &[u8],
+    first: serde_json::Error,
+    fields: fn(&Map<String, Value>) -> Problems,
+) -> DecodeError {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return DecodeError::Syntax {
+                line: e.line(),
+                column: e.column(),
+                message: e.to_string(),
+            };
+        }
+    };
+    let Some(obj) = value.as_object() else {
+        return DecodeError::Malformed(Problems(vec![crate::model::Problem::new(
+            "$",
+            "must be a JSON object",
+        )]));
+    };
+    let problems = fields(obj);
+    if problems.is_empty() {
+        // The field-by-field look found nothing: fall back to serde's own word.
+        let mut p = Problems::default();
+        p.push("$", first.to_string());
+        return DecodeError::Malformed(p);
+    }
+    DecodeError::Malformed(problems)
+}
+
+/// Checks that `obj[name]` is present (when required) and decodes as `T`,
+/// recording the first problem inside it with its full path.
+fn check<T: DeserializeOwned>(
+    p: &mut Problems,
+    obj: &Map<String, Value>,
+    name: &str,
+    required: bool,
+) {
+    match obj.get(name) {
+        None if required => p.push(name, "is required"),
+        Some(Value::Null) if required => p.push(name, "is required (got null)"),
+        None => {}
+        Some(v) => {
+            if let Err(e) = serde_path_to_error::deserialize::<_, T>(v) {
+                let inner = e.path().to_string();
+                let path = if inner == "." {
+                    name.to_owned()
+                } else {
+                    format!("{name}.{inner}")
+                };
+                p.push(path, e.into_inner().to_string());
+            }
+        }
+    }
+}
+
+fn event_field_problems(o: &Map<String, Value>) -> Problems {
+    use crate::model::*;
+    let mut p = Problems::default();
+    check::<String>(&mut p, o, "event_id", true);
+    check::<Timestamp>(&mut p, o, "occurred_at", true);
+    check::<String>(&mut p, o, "source_service", true);
+    check::<Flow>(&mut p, o, "flow", true);
+    check::<Subject>(&mut p, o, "subject", true);
+    check::<Recipient>(&mut p, o, "recipient", true);
+    check::<Purpose>(&mut p, o, "purpose", true);
+    check::<LegalBasis>(&mut p, o, "legal_basis", true);
+    check::<Option<Order>>(&mut p, o, "order", false);
+    check::<Vec<DataItem>>(&mut p, o, "data", true);
+    check::<i64>(&mut p, o, "record_count", true);
+    check::<Transport>(&mut p, o, "transport", true);
+    check::<Option<LegalDocument>>(&mut p, o, "legal_document", false);
+    check::<Option<bool>>(&mut p, o, "files_encrypted", false);
+    check::<Option<String>>(&mut p, o, "agreement_ref", false);
+    check::<Option<String>>(&mut p, o, "consent_ref", false);
+    p
+}
+
+fn consent_field_problems(o: &Map<String, Value>) -> Problems {
+    use crate::model::*;
+    let mut p = Problems::default();
+    check::<String>(&mut p, o, "user_id", true);
+    check::<Timestamp>(&mut p, o, "updated_at", true);
+    check::<AccountStatus>(&mut p, o, "account_status", true);
+    check::<bool>(&mut p, o, "consent_withdrawn", false);
+    check::<Vec<Purpose>>(&mut p, o, "withdrawn_purposes", false);
+    check::<bool>(&mut p, o, "personalized_ads_opt_out", false);
+    check::<bool>(&mut p, o, "personalized_recommendation_opt_out", false);
+    check::<Vec<SeparateConsent>>(&mut p, o, "separate_consents", false);
+    check::<Option<Date>>(&mut p, o, "birth_date", false);
+    check::<Option<bool>>(&mut p, o, "guardian_consent", false);
+    p
+}
+
+/// A consent-state line may also be a tombstone: `{"user_id": "u-1", "tombstone": true}`
+/// stands for the null value a compacted topic carries.
+pub fn tombstone_user(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Tombstone {
+        user_id: String,
+        tombstone: bool,
+    }
+    serde_json::from_slice::<Tombstone>(bytes)
+        .ok()
+        .filter(|t| t.tombstone)
+        .map(|t| t.user_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EVENT: &str = r#"{"event_id":"e-1","occurred_at":"2026-11-20T10:15:30.123+08:00","source_service":"order-fulfilment","flow":"share",
+      "subject":{"user_id":"u-10023","role":"buyer","age":34,"guardian_consent":null,"third_party_authorized":null},
+      "recipient":{"id":"sf-express","category":"logistics_carrier","region":"CN","acting_for_merchant":null},
+      "purpose":"delivery","legal_basis":"contract",
+      "order":{"id":"o-88121","type":"general","merchant_id":"m-301","cash_on_delivery":false,"insured":false},
+      "data":[{"field":"receiver_phone","category":"contact.recipient_phone","value":"13800138000"},{"field":"buyer_memo","category":null,"value":"放门卫"}],
+      "record_count":1,"transport":{"encrypted":true,"protocol":"TLS1.3"},"legal_document":null,"files_encrypted":null,"agreement_ref":null,"consent_ref":null,
+      "some_future_field": 1}"#;
+
+    #[test]
+    fn the_spec_example_decodes_and_extra_fields_are_ignored() {
+        let e = decode_event(EVENT.as_bytes()).unwrap();
+        assert_eq!(e.recipient.id, "sf-express");
+        assert_eq!(e.data[1].category, None);
+        assert_eq!(e.occurred_at.to_string(), "2026-11-20T02:15:30.123Z");
+    }
+
+    #[test]
+    fn every_wrong_field_is_named_with_its_path() {
+        let bad = EVENT
+            .replace(r#""purpose":"delivery""#, r#""purpose":"deliveryy""#)
+            .replace(r#""region":"CN""#, r#""region":7"#)
+            .replace(r#""event_id":"e-1","#, "");
+        let err = decode_event(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("event_id: is required"), "{err}");
+        assert!(
+            err.contains("purpose: unknown Purpose `deliveryy`"),
+            "{err}"
+        );
+        assert!(err.contains("recipient.region: invalid type"), "{err}");
+    }
+
+    #[test]
+    fn absurd_values_are_invalid_not_panics() {
+        let bad = EVENT
+            .replace(r#""record_count":1"#, r#""record_count":-5"#)
+            .replace("2026-11-20T10", "9999-11-20T10");
+        let err = decode_event(bad.as_bytes()).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("record_count: must be at least 1, got -5"),
+            "{msg}"
+        );
+        assert!(msg.contains("occurred_at: 9999-11-20"), "{msg}");
+        let age = EVENT.replace(r#""age":34"#, r#""age":99999999999"#);
+        assert!(
+            decode_event(age.as_bytes())
+                .unwrap_err()
+                .to_string()
+                .contains("subject.age")
+        );
+    }
+
+    #[test]
+    fn broken_json_reports_line_and_column() {
+        let err = decode_event(b"{\"event_id\": \n  ,}").unwrap_err();
+        match err {
+            DecodeError::Syntax { line, column, .. } => assert_eq!((line, column), (2, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            decode_event(b"[1,2]")
+                .unwrap_err()
+                .to_string()
+                .contains("must be a JSON object")
+        );
+        assert!(decode_event(b"").is_err());
+    }
+
+    #[test]
+    fn consent_states_decode_with_defaults_and_tombstones_are_recognised() {
+        let s = decode_consent(br#"{"user_id":"u-1","updated_at":"2026-11-01T08:00:00+08:00","account_status":"active"}"#).unwrap();
+        assert!(!s.consent_withdrawn && s.separate_consents.is_empty());
+        let err = decode_consent(br#"{"user_id":"u-1","updated_at":"x","account_status":"gone"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("updated_at") && err.contains("account_status"),
+            "{err}"
+        );
+        assert_eq!(
+            tombstone_user(br#"{"user_id":"u-1","tombstone":true}"#).as_deref(),
+            Some("u-1")
+        );
+        assert_eq!(
+            tombstone_user(br#"{"user_id":"u-1","account_status":"active"}"#),
+            None
+        );
+    }
+}
