@@ -1,2 +1,3 @@
 pub mod codec;
 pub mod model;
+pub mod policy;

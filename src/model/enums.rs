@@ -212,6 +212,39 @@ str_enum!(
     Mode { Enforce = "enforce", Shadow = "shadow" }
 );
 
+str_enum!(
+    /// The rule ids of `rules.md`. They are an interface (alerts, metrics
+    /// labels, exceptions and dashboards use them): never rename one.
+    RuleId {
+        RecipientUnregistered = "recipient.unregistered",
+        RecipientCategoryMismatch = "recipient.category_mismatch",
+        RecipientUndeclaredCategory = "recipient.undeclared_category",
+        SdkUnlisted = "sdk.unlisted",
+        PartnerNoAgreement = "partner.no_agreement",
+        LegalBasisInvalid = "legal_basis.invalid",
+        PurposeUndeclared = "purpose.undeclared",
+        MinimisationProhibited = "minimisation.prohibited",
+        MinimisationNotNecessary = "minimisation.not_necessary",
+        CredentialsShared = "credentials.shared",
+        SensitiveNoSeparateConsent = "sensitive.no_separate_consent",
+        AffiliateSensitiveWithoutReconsent = "affiliate.sensitive_without_reconsent",
+        MerchantForeignOrder = "merchant.foreign_order",
+        ContentUndeclaredPii = "content.undeclared_pii",
+        TransportUnencrypted = "transport.unencrypted",
+        CrossBorderProhibited = "cross_border.prohibited",
+        ConsentWithdrawn = "consent.withdrawn",
+        AccountCancelled = "account.cancelled",
+        PersonalizationOptedOut = "personalization.opted_out",
+        MinorNoGuardianConsent = "minor.no_guardian_consent",
+        SubjectThirdPartyUnauthorized = "subject.third_party_unauthorized",
+        DisclosureWithoutConsent = "disclosure.without_consent",
+        DisclosureLegalWithoutDocument = "disclosure.legal_without_document",
+        DisclosureFilesNotEncrypted = "disclosure.files_not_encrypted",
+        VolumeBulkTransfer = "volume.bulk_transfer",
+        VolumeRecipientRate = "volume.recipient_rate",
+    }
+);
+
 /// A set of values of one of the enums above, as a bit mask.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct EnumSet(u64);
