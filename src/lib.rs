@@ -1,3 +1,4 @@
 pub mod codec;
+pub mod detect;
 pub mod model;
 pub mod policy;
