@@ -1,4 +1,9 @@
+pub mod audit;
+pub mod cli;
 pub mod codec;
+pub mod commands;
+pub mod consent;
 pub mod detect;
 pub mod model;
 pub mod policy;
+pub mod policytest;

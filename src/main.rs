@@ -1,1 +1,48 @@
-fn main() {}
+//! Thin: parse the command line, start tracing, run the command, map the
+//! outcome to an exit code (0 ok, 1 findings, 2 usage or input error).
+
+use clap::Parser;
+use shareaudit::cli::{Cli, Command, PolicyCommand};
+use shareaudit::commands::{self, INPUT_ERROR, OK};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .json()
+        .init();
+
+    let result = match &cli.command {
+        Command::Audit(args) => commands::audit::run(args),
+        Command::Policy(PolicyCommand::Check { file }) => commands::policy::check(file.as_deref()),
+        Command::Policy(PolicyCommand::Test {
+            dir,
+            policy,
+            verbose,
+            coverage,
+        }) => commands::policy::test(dir, policy.as_deref(), *verbose, *coverage),
+        Command::Policy(PolicyCommand::Explain { rule, policy }) => {
+            commands::policy::explain(rule, policy.as_deref())
+        }
+        Command::Schema { name } => {
+            let text = match name.as_str() {
+                "event" => shareaudit::codec::avro::EVENT_AVSC,
+                "consent" => shareaudit::codec::avro::CONSENT_AVSC,
+                _ => shareaudit::codec::avro::VIOLATION_AVSC,
+            };
+            print!("{text}");
+            Ok(OK)
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("shareaudit: error: {e:#}");
+            ExitCode::from(INPUT_ERROR as u8)
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The engine: compiled policy + event + consent state as of the event ->
+//! violations. Pure: no I/O, no clock (the caller passes `detected_at`), no
+//! Kafka. The offline `audit` command and the daemon call the same
+//! [`Engine::audit`].
+//!
+//! One event is judged in three steps:
+//! 1. [`Facts`]: what the event carries. Each data item's category (declared,
+//!    else by field name) and what the content detectors find in its value;
+//!    undeclared finds join `cats(e)` as `rules.md` says.
+//! 2. The rules, one small function each, grouped by what they look at:
+//!    [`recipient`] (who), [`basis`] (why and on what basis), [`data`] (what),
+//!    [`subject`] (whose), [`volume`] (how much). Each returns a [`Finding`].
+//! 3. Findings become [`Violation`]s: severity (with "up"), deterministic
+//!    `alert_id`, keyed `subject_ref`, mode, exceptions.
+
+mod basis;
+mod data;
+mod recipient;
+mod subject;
+pub mod volume;
+
+use crate::detect::{self, Hits};
+use crate::model::*;
+use crate::policy::{CatId, CatSet, Entry, Policy, Profile, RuleMeta};
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// What one rule found wrong with an event.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub rule: RuleId,
+    pub detail: String,
+    /// The offending categories (their fields are listed in the violation).
+    pub cats: CatSet,
+    /// A severity the rule's parameters impose (bulk and PII escalations).
+    pub severity: Option<Severity>,
+}
+
+impl Finding {
+    fn new(rule: RuleId, detail: impl Into<String>) -> Finding {
+        Finding {
+            rule,
+            detail: detail.into(),
+            cats: CatSet::EMPTY,
+            severity: None,
+        }
+    }
+
+    fn with_cats(mut self, cats: CatSet) -> Finding {
+        self.cats = cats;
+        self
+    }
+}
+
+/// One data item, resolved.
+#[derive(Debug, Clone, Default)]
+pub struct Item {
+    /// Declared, or classified from the field name.
+    pub cat: Option<CatId>,
+    /// Categories the detectors found and the item's category does not account for.
+    pub undeclared: CatSet,
+    pub hits: Hits,
+}
+
+/// Everything the rules need to know about one event, computed once.
+pub struct Facts<'a> {
+    pub event: &'a DataSharingEvent,
+    pub policy: &'a Policy,
+    /// The user's consent state as of `occurred_at`, if known.
+    pub state: Option<&'a ConsentState>,
+    pub entry: Option<&'a Entry>,
+    pub profile: &'a Profile,
+    pub items: &'a [Item],
+    /// `cats(e)`.
+    pub cats: CatSet,
+    /// The categories that count as sensitive for this event (taxonomy,
+    /// contextual by purpose, everything for a minor).
+    pub sensitive: CatSet,
+    pub minor: bool,
+    pub over_bulk_limit: bool,
+}
+
+impl Facts<'_> {
+    /// Sensitive data or bulk volume: the "up" of rules.md.
+    pub fn raises(&self) -> bool {
+        !self.cats.intersect(self.sensitive).is_empty() || self.over_bulk_limit
+    }
+
+    /// The separate consents valid at the event naming its recipient.
+    pub fn consents(&self, scope: Option<ConsentScope>) -> impl Iterator<Item = &SeparateConsent> {
+        let t = self.event.occurred_at;
+        let rid = &self.event.recipient.id;
+        self.state
+            .into_iter()
+            .flat_map(|s| s.separate_consents.iter())
+            .filter(move |c| {
+                scope.is_none_or(|s| c.scope == s) && &c.recipient_id == rid && c.valid_at(t)
+            })
+    }
+
+    pub fn names(&self, cats: CatSet) -> String {
+        join(cats.iter().map(|c| self.policy.taxonomy.name(c)))
+    }
+}
+
+pub fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for (i, x) in items.enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(x);
+    }
+    s
+}
+
+/// Per-call inputs that are not part of the event.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub detected_at: Timestamp,
+    pub source: Option<Source>,
+}
+
+/// A violation an exception suppressed (or, in shadow, would have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppressed {
+    pub rule: RuleId,
+    /// `Shadow`: the exception is on trial and did not suppress.
+    pub exception_mode: Mode,
+}
+
+/// The outcome of judging one event.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// Enforced and shadow violations (see `Violation::mode`).
+    pub violations: Vec<Violation>,
+    pub suppressed: Vec<Suppressed>,
+}
+
+impl Verdict {
+    pub fn enforced(&self) -> impl Iterator<Item = &Violation> {
+        self.violations.iter().filter(|v| v.mode == Mode::Enforce)
+    }
+}
+
+/// The audit engine. Holds the compiled policy, the HMAC key for
+/// `subject_ref`, and the state of the windowed rule.
+pub struct Engine {
+    policy: Arc<Policy>,
+    hmac: Hmac<Sha256>,
+    pub windows: volume::RateWindows,
+    items: Vec<Item>,
+    findings: Vec<Finding>,
+}
+
+impl Engine {
+    /// `hmac_key` keys `subject_ref`; any length works (HMAC pads or hashes it).
+    pub fn new(policy: Arc<Policy>, hmac_key: &[u8]) -> Engine {
+        let hmac = <Hmac<Sha256> as Mac>::new_from_slice(hmac_key).unwrap_or_else(|_| {
+            // new_from_slice accepts every key length for HMAC; keep a defined fallback anyway.
+            <Hmac<Sha256> as Mac>::new(&Default::default())
+        });
+        Engine {
+            policy,
+            hmac,
+            windows: volume::RateWindows::default(),
+            items: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Swaps in a new policy between events (hot reload). Window state is
+    /// kept: the counts are facts about traffic, not about the policy.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    /// Judges one event against the consent state that held at `occurred_at`.
+    /// `Err` when the event names categories the taxonomy does not know: the
+    /// record is invalid (dead letter), not silently judged without them.
+    pub fn audit(
+        &mut self,
+        event: &DataSharingEvent,
+        state: Option<&ConsentState>,
+        ctx: &AuditContext,
+    ) -> Result<Verdict, Problems> {
+        let policy = Arc::clone(&self.policy);
+        let today = event
+            .occurred_at
+            .local_date(policy.settings.utc_offset_minutes)
+            .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
+        self.resolve_items(&policy, event, today)?;
+
+        let entry = policy.registry.get(&event.recipient.id);
+        let profile = policy.profile(event.recipient.category);
+        let mut cats = CatSet::EMPTY;
+        for item in &self.items {
+            if let Some(c) = item.cat {
+                cats.insert(c);
+            }
+            cats = cats.union(item.undeclared);
+        }
+        let minor = subject::is_minor(event, state, &policy, today);
+        let mut sensitive = policy.taxonomy.sensitive();
+        if !policy
+            .settings
+            .contextual_except_purposes
+            .contains(event.purpose)
+        {
+            sensitive = sensitive.union(policy.settings.contextual_sensitive);
+        }
+        if minor {
+            sensitive = CatSet::all(policy.taxonomy.len());
+        }
+        let over_bulk_limit = profile.bulk_limit.is_some_and(|l| event.record_count > l);
+        let facts = Facts {
+            event,
+            policy: &policy,
+            state,
+            entry,
+            profile,
+            items: &self.items,
+            cats,
+            sensitive,
+            minor,
+            over_bulk_limit,
+        };
+
+        self.findings.clear();
+        let out = &mut self.findings;
+        recipient::check(&facts, out);
+        basis::check(&facts, out);
+        data::check(&facts, out);
+        subject::check(&facts, out);
+        volume::check_bulk(&facts, out);
+        if policy.rule(RuleId::VolumeRecipientRate).is_some()
+            && let Some(f) = self.windows.observe(&facts)
+        {
+            out.push(f);
+        }
+
+        let mut verdict = Verdict::default();
+        for f in self.findings.drain(..) {
+            let Some(meta) = policy.rule(f.rule) else {
+                continue;
+            };
+            let v = build(&self.hmac, &facts, meta, &f, ctx);
+            match exception(&policy, &v, f.cats, ctx.detected_at) {
+                Some(Mode::Enforce) => verdict.suppressed.push(Suppressed {
+                    rule: f.rule,
+                    exception_mode: Mode::Enforce,
+                }),
+                Some(Mode::Shadow) => {
+                    verdict.suppressed.push(Suppressed {
+                        rule: f.rule,
+                        exception_mode: Mode::Shadow,
+                    });
+                    verdict.violations.push(v);
+                }
+                None => verdict.violations.push(v),
+            }
+        }
+        Ok(verdict)
+    }
+
+    fn resolve_items(
+        &mut self,
+        policy: &Policy,
+        event: &DataSharingEvent,
+        today: Date,
+    ) -> Result<(), Problems> {
+        self.items.clear();
+        let mut problems = Problems::default();
+        let tax = &policy.taxonomy;
+        for (i, d) in event.data.iter().enumerate() {
+            let cat = match &d.category {
+                Some(id) => match tax.get(id) {
+                    Some(c) => Some(c),
+                    None => {
+                        problems.push(
+                            format!("data[{i}].category"),
+                            format!(
+                                "unknown category `{}` (not in the policy's taxonomy)",
+                                id.escape_debug()
+                            ),
+                        );
+                        None
+                    }
+                },
+                None => tax.classify_field(&d.field),
+            };
+            let mut item = Item {
+                cat,
+                ..Item::default()
+            };
+            if let Some(value) = &d.value {
+                item.hits = detect::scan(value, &d.field, today, &policy.detectors.allow_values);
+                for kind in item.hits.reportable() {
+                    let Some(rule) = policy.detectors.get(kind) else {
+                        continue;
+                    };
+                    if !cat.is_some_and(|c| rule.satisfied_by.contains(c)) {
+                        item.undeclared.insert(rule.category);
+                    }
+                }
+            }
+            self.items.push(item);
+        }
+        problems.into_result()
+    }
+}
+
+/// Fields whose category (or undeclared find) is in `cats`, names only, once each.
+fn fields(facts: &Facts<'_>, cats: CatSet) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (item, d) in facts.items.iter().zip(&facts.event.data) {
+        let hit = item.cat.is_some_and(|c| cats.contains(c))
+            || !item.undeclared.intersect(cats).is_empty();
+        if hit && !out.contains(&d.field) {
+            out.push(d.field.clone());
+        }
+    }
+    out
+}
+
+/// `alert_id`: the first 128 bits of SHA-256(event_id, rule_id), hex.
+pub fn alert_id(event_id: &str, rule: RuleId) -> String {
+    let mut h = Sha256::new();
+    h.update(event_id.as_bytes());
+    h.update([0]);
+    h.update(rule.as_str().as_bytes());
+    let digest = h.finalize();
+    let mut s = String::with_capacity(32);
+    for b in &digest[..16] {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn build(
+    hmac: &Hmac<Sha256>,
+    facts: &Facts<'_>,
+    meta: &RuleMeta,
+    f: &Finding,
+    ctx: &AuditContext,
+) -> Violation {
+    let e = facts.event;
+    let mut severity = f.severity.unwrap_or(meta.severity);
+    if meta.raise && facts.raises() {
+        severity = severity.raised();
+    }
+    let mut mac = hmac.clone();
+    mac.update(e.subject.user_id.as_bytes());
+    Violation {
+        alert_id: alert_id(&e.event_id, f.rule),
+        rule_id: f.rule.as_str().to_owned(),
+        clause: meta.clause.clone(),
+        severity,
+        title: meta.title.clone(),
+        detail: f.detail.clone(),
+        event_id: e.event_id.clone(),
+        occurred_at: e.occurred_at,
+        detected_at: ctx.detected_at,
+        recipient_id: e.recipient.id.clone(),
+        recipient_category: e.recipient.category,
+        recipient_region: e.recipient.region.clone(),
+        purpose: e.purpose,
+        legal_basis: e.legal_basis,
+        flow: e.flow,
+        categories: f
+            .cats
+            .iter()
+            .map(|c| facts.policy.taxonomy.name(c).to_owned())
+            .collect(),
+        fields: fields(facts, f.cats),
+        subject_ref: hex::encode(mac.finalize().into_bytes()),
+        record_count: e.record_count,
+        mode: meta.mode,
+        policy_version: facts.policy.version.clone(),
+        source: ctx.source.clone(),
+    }
+}
+
+/// The mode of the first valid exception matching `v`, if any.
+fn exception(policy: &Policy, v: &Violation, cats: CatSet, now: Timestamp) -> Option<Mode> {
+    policy
+        .exceptions
+        .iter()
+        .find(|x| {
+            x.rule.as_str() == v.rule_id
+                && now < x.expires
+                && x.recipient_id.as_ref().is_none_or(|r| *r == v.recipient_id)
+                && x.purpose.is_none_or(|p| p == v.purpose)
+                && x.categories
+                    .is_none_or(|allowed| !cats.is_empty() && cats.minus(allowed).is_empty())
+        })
+        .map(|x| x.mode)
+}
+
+#[cfg(test)]
+mod tests;

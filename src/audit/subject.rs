@@ -1,0 +1,151 @@
+//! Whose data: the user's consent state as of the event, minors, people
+//! ordered for.
+
+use super::{Facts, Finding};
+use crate::model::{AccountStatus, ConsentState, DataSharingEvent, Date, Purpose, RuleId};
+use crate::policy::Policy;
+
+pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
+    let rules: [(RuleId, fn(&Facts<'_>) -> Option<Finding>); 5] = [
+        (RuleId::ConsentWithdrawn, withdrawn),
+        (RuleId::AccountCancelled, cancelled),
+        (RuleId::PersonalizationOptedOut, opted_out),
+        (RuleId::MinorNoGuardianConsent, minor),
+        (RuleId::SubjectThirdPartyUnauthorized, third_party),
+    ];
+    for (id, rule) in rules {
+        if f.policy.rule(id).is_some()
+            && let Some(finding) = rule(f)
+        {
+            out.push(finding);
+        }
+    }
+}
+
+/// The subject's age at the event: `subject.age`, else from `state.birth_date`.
+pub(super) fn age(
+    event: &DataSharingEvent,
+    state: Option<&ConsentState>,
+    today: Date,
+) -> Option<i32> {
+    event
+        .subject
+        .age
+        .or_else(|| state.and_then(|s| s.birth_date).map(|b| b.age_on(today)))
+}
+
+pub(super) fn is_minor(
+    event: &DataSharingEvent,
+    state: Option<&ConsentState>,
+    policy: &Policy,
+    today: Date,
+) -> bool {
+    age(event, state, today).is_some_and(|a| a <= policy.settings.minor_max_age)
+}
+
+/// 7.3.1: "当您撤回同意后，我们将不再处理您的相关个人信息".
+fn withdrawn(f: &Facts<'_>) -> Option<Finding> {
+    let s = f.state?;
+    let e = f.event;
+    if !f.policy.params.withdrawn_bases.contains(e.legal_basis) {
+        return None;
+    }
+    let detail = if s.consent_withdrawn {
+        format!(
+            "the user withdrew all consent to sharing; shared on {}",
+            e.legal_basis
+        )
+    } else if s.withdrawn_purposes.contains(&e.purpose) {
+        format!(
+            "the user withdrew consent for {}; shared for it on {}",
+            e.purpose, e.legal_basis
+        )
+    } else {
+        return None;
+    };
+    Some(Finding::new(RuleId::ConsentWithdrawn, detail).with_cats(f.cats))
+}
+
+/// 7.4.2: after cancellation "删除或匿名化处理该账号项下您的个人信息，除非法律法规另有规定".
+fn cancelled(f: &Facts<'_>) -> Option<Finding> {
+    let s = f.state?;
+    (s.account_status == AccountStatus::Cancelled
+        && !f
+            .policy
+            .params
+            .cancelled_exempt_bases
+            .contains(f.event.legal_basis))
+    .then(|| {
+        Finding::new(
+            RuleId::AccountCancelled,
+            format!(
+                "the account was cancelled; shared on {}",
+                f.event.legal_basis
+            ),
+        )
+        .with_cats(f.cats)
+    })
+}
+
+/// 2.3.3, 2.3.4 e, f: the user manages personalised ads and recommendations.
+fn opted_out(f: &Facts<'_>) -> Option<Finding> {
+    let s = f.state?;
+    let which = match f.event.purpose {
+        Purpose::Advertising if s.personalized_ads_opt_out => "personalised advertising",
+        Purpose::PersonalizedRecommendation if s.personalized_recommendation_opt_out => {
+            "personalised recommendation"
+        }
+        _ => return None,
+    };
+    Some(
+        Finding::new(
+            RuleId::PersonalizationOptedOut,
+            format!("the user opted out of {which}"),
+        )
+        .with_cats(f.cats),
+    )
+}
+
+/// 8 (PIPL 31): "若您是14周岁以下的未成年人……应事先取得您的监护人的同意".
+/// The age itself is personal: the detail says only which source showed it.
+fn minor(f: &Facts<'_>) -> Option<Finding> {
+    let e = f.event;
+    if !f.minor || f.policy.params.minor_exempt_bases.contains(e.legal_basis) {
+        return None;
+    }
+    let guardian = e.subject.guardian_consent == Some(true)
+        || f.state.is_some_and(|s| s.guardian_consent == Some(true));
+    if guardian {
+        return None;
+    }
+    let by = if e.subject.age.is_some() {
+        "subject.age"
+    } else {
+        "the consent state's birth_date"
+    };
+    Some(
+        Finding::new(
+            RuleId::MinorNoGuardianConsent,
+            format!(
+                "the subject is {} or younger (by {by}) and no guardian consent is recorded",
+                f.policy.settings.minor_max_age
+            ),
+        )
+        .with_cats(f.cats),
+    )
+}
+
+/// 2.4.2: "向快手小店提供实际订购人的前述个人信息之前，您需确保您已经取得其授权同意".
+fn third_party(f: &Facts<'_>) -> Option<Finding> {
+    let s = &f.event.subject;
+    (f.policy.params.third_party_roles.contains(s.role) && s.third_party_authorized == Some(false))
+        .then(|| {
+            Finding::new(
+                RuleId::SubjectThirdPartyUnauthorized,
+                format!(
+                    "data of the {} shared though the buyer did not confirm their authorisation",
+                    s.role
+                ),
+            )
+        })
+}

@@ -1,0 +1,268 @@
+//! `shareaudit audit`: the engine over files.
+
+use super::{FOUND, INPUT_ERROR, OK};
+use crate::audit::{AuditContext, Engine};
+use crate::cli::AuditArgs;
+use crate::codec::{avro, json};
+use crate::consent::ConsentTable;
+use crate::model::{DataSharingEvent, Mode, Severity, Timestamp};
+use crate::policy::format_finding;
+use anyhow::{Context, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+const AVRO_MAGIC: &[u8] = b"Obj\x01";
+
+/// What the run saw, printed to stderr at the end.
+#[derive(Default)]
+struct Summary {
+    events: u64,
+    clean: u64,
+    with_violations: u64,
+    invalid: u64,
+    states: u64,
+    invalid_states: u64,
+    by_rule: BTreeMap<String, u64>,
+    by_severity: BTreeMap<Severity, u64>,
+    shadow: u64,
+    suppressed: u64,
+}
+
+fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufReader::new(io::stdin())));
+    }
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+}
+
+/// Whether the input is an Avro container (peeks without consuming).
+fn is_avro(r: &mut Box<dyn BufRead>, format: &str) -> Result<bool> {
+    Ok(match format {
+        "avro" => true,
+        "json" => false,
+        _ => r.fill_buf()?.starts_with(AVRO_MAGIC),
+    })
+}
+
+/// Every record of a file as (position, result), JSON lines or Avro.
+fn records<T>(
+    path: &Path,
+    format: &str,
+    from_json: fn(&[u8]) -> Result<T, crate::codec::DecodeError>,
+    from_avro: fn(&apache_avro::types::Value) -> Result<T, crate::codec::DecodeError>,
+    schema: &'static apache_avro::Schema,
+    mut each: impl FnMut(String, Result<T, String>) -> Result<()>,
+) -> Result<()> {
+    let name = path.display().to_string();
+    let mut r = open(path)?;
+    if is_avro(&mut r, format)? {
+        let mut bytes = Vec::new();
+        r.read_to_end(&mut bytes)?;
+        let values = avro::container_values(&bytes[..], schema)
+            .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        for (i, v) in values.enumerate() {
+            let rec = v.and_then(|v| from_avro(&v)).map_err(|e| e.to_string());
+            each(format!("{name}: record {}", i + 1), rec)?;
+        }
+        return Ok(());
+    }
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {name}"))?
+            == 0
+        {
+            break;
+        }
+        n += 1;
+        let text = line.trim_ascii();
+        if text.is_empty() || text.starts_with(b"#") {
+            continue;
+        }
+        each(
+            format!("{name}:{n}"),
+            from_json(text).map_err(|e| e.to_string()),
+        )?;
+    }
+    Ok(())
+}
+
+fn hmac_key(args: &AuditArgs) -> Result<Vec<u8>> {
+    if let Some(k) = &args.hmac_key {
+        return Ok(k.as_bytes().to_vec());
+    }
+    if let Some(path) = &args.hmac_key_file {
+        let mut key = std::fs::read(path)
+            .with_context(|| format!("cannot read HMAC key file {}", path.display()))?;
+        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            key.pop();
+        }
+        anyhow::ensure!(!key.is_empty(), "HMAC key file {} is empty", path.display());
+        return Ok(key);
+    }
+    eprintln!(
+        "shareaudit: warning: no --hmac-key given: subject_ref uses a random key and joins only within this run"
+    );
+    Ok(rand::random::<[u8; 32]>().to_vec())
+}
+
+pub fn run(args: &AuditArgs) -> Result<i32> {
+    let detected_at = match &args.detected_at {
+        Some(s) => {
+            Some(Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--detected-at: {e}"))?)
+        }
+        None => None,
+    };
+    let (loaded, _, policy_name) = match super::load_policy(
+        args.policy.as_deref(),
+        detected_at.unwrap_or_else(Timestamp::now),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(INPUT_ERROR);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{}", format_finding(&policy_name, w));
+    }
+    let policy = Arc::new(loaded.policy);
+    let schemas = avro::schemas()?;
+    let mut summary = Summary::default();
+
+    let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
+    if let Some(path) = &args.state {
+        // A tombstone line is not a ConsentState; look for it first.
+        let mut tombstones = Vec::new();
+        records(
+            path,
+            &args.format,
+            |bytes| match json::tombstone_user(bytes) {
+                Some(user) => Ok(Err(user)),
+                None => json::decode_consent(bytes).map(Ok),
+            },
+            |v| avro::consent_from_value(v).map(Ok),
+            &schemas.consent,
+            |at, rec| {
+                match rec {
+                    Ok(Ok(state)) => {
+                        summary.states += 1;
+                        table.upsert(state);
+                    }
+                    Ok(Err(user)) => {
+                        tombstones.push(user.clone());
+                        table.remove(&user);
+                    }
+                    Err(e) => {
+                        summary.invalid_states += 1;
+                        eprintln!("{at}: {e}");
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    }
+
+    let key = hmac_key(args)?;
+    let mut engine = Engine::new(Arc::clone(&policy), &key);
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(BufWriter::new(io::stdout().lock())),
+    };
+    records(
+        &args.events,
+        &args.format,
+        json::decode_event,
+        avro::event_from_value,
+        &schemas.event,
+        |at, rec: Result<DataSharingEvent, String>| {
+            let event = match rec {
+                Ok(e) => e,
+                Err(e) => {
+                    summary.invalid += 1;
+                    eprintln!("{at}: {e}");
+                    return Ok(());
+                }
+            };
+            let ctx = AuditContext {
+                detected_at: detected_at.unwrap_or_else(Timestamp::now),
+                source: None,
+            };
+            let state = table.as_of(&event.subject.user_id, event.occurred_at);
+            let verdict = match engine.audit(&event, state, &ctx) {
+                Ok(v) => v,
+                Err(problems) => {
+                    summary.invalid += 1;
+                    eprintln!("{at}: invalid record: {problems}");
+                    return Ok(());
+                }
+            };
+            summary.events += 1;
+            summary.suppressed += verdict
+                .suppressed
+                .iter()
+                .filter(|s| s.exception_mode == Mode::Enforce)
+                .count() as u64;
+            if verdict.enforced().next().is_none() {
+                summary.clean += 1;
+            } else {
+                summary.with_violations += 1;
+            }
+            for v in &verdict.violations {
+                if v.mode == Mode::Shadow {
+                    summary.shadow += 1;
+                } else {
+                    *summary.by_rule.entry(v.rule_id.clone()).or_default() += 1;
+                    *summary.by_severity.entry(v.severity).or_default() += 1;
+                }
+                serde_json::to_writer(&mut out, v)?;
+                out.write_all(b"\n")?;
+            }
+            Ok(())
+        },
+    )?;
+    out.flush()?;
+
+    let total: u64 = summary.by_rule.values().sum();
+    eprintln!(
+        "shareaudit audit: {} events ({} clean, {} with violations), {} invalid records; {} consent states ({} invalid); policy {} {}",
+        summary.events,
+        summary.clean,
+        summary.with_violations,
+        summary.invalid,
+        summary.states,
+        summary.invalid_states,
+        policy.version.version,
+        policy.version.hash
+    );
+    let sev: Vec<String> = summary
+        .by_severity
+        .iter()
+        .rev()
+        .map(|(s, n)| format!("{s} {n}"))
+        .collect();
+    eprintln!(
+        "violations: {total} ({}); shadow {}; suppressed by exceptions {}",
+        sev.join(", "),
+        summary.shadow,
+        summary.suppressed
+    );
+    for (rule, n) in &summary.by_rule {
+        eprintln!("  {n:>7}  {rule}");
+    }
+    Ok(if summary.invalid > 0 || summary.invalid_states > 0 {
+        INPUT_ERROR
+    } else if total > 0 {
+        FOUND
+    } else {
+        OK
+    })
+}
