@@ -25,6 +25,8 @@ pub enum Command {
     /// Check, test or explain a policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Write synthetic traffic (events, consent states, expectations) to files.
+    Generate(GenerateArgs),
     /// Print an Avro schema: event, consent or violation.
     Schema {
         #[arg(value_parser = ["event", "consent", "violation"])]
@@ -92,4 +94,28 @@ pub enum PolicyCommand {
         #[arg(long, env = "SHAREAUDIT_POLICY")]
         policy: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// How many events.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Users in the pool (every 50th has a special consent state).
+    #[arg(long, default_value_t = 2000)]
+    pub users: usize,
+    /// Share of violating events, 0.0 to 1.0.
+    #[arg(long, default_value_t = 0.15)]
+    pub violation_share: f64,
+    /// Events as JSON lines.
+    #[arg(long)]
+    pub events: std::path::PathBuf,
+    /// Consent states of the pool as JSON lines.
+    #[arg(long)]
+    pub state: Option<std::path::PathBuf>,
+    /// Per event, the rule ids the default policy must fire: `{"event_id": ..., "expected": [...]}`.
+    #[arg(long)]
+    pub expected: Option<std::path::PathBuf>,
 }

@@ -4,6 +4,7 @@ pub mod codec;
 pub mod commands;
 pub mod consent;
 pub mod detect;
+pub mod generate;
 pub mod model;
 pub mod policy;
 pub mod policytest;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Explain { rule, policy }) => {
             commands::policy::explain(rule, policy.as_deref())
         }
+        Command::Generate(args) => commands::generate::run(args),
         Command::Schema { name } => {
             let text = match name.as_str() {
                 "event" => shareaudit::codec::avro::EVENT_AVSC,

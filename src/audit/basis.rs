@@ -1,10 +1,10 @@
 //! Why and on what basis: legal basis, declared purposes, public disclosure.
 
-use super::{Facts, Finding};
+use super::{Facts, Finding, Rule, run_rules};
 use crate::model::{ConsentScope, Flow, LegalBasis, RuleId};
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
-    let rules: [(RuleId, fn(&Facts<'_>) -> Option<Finding>); 5] = [
+    let rules: &[(RuleId, Rule)] = &[
         (RuleId::LegalBasisInvalid, legal_basis),
         (RuleId::PurposeUndeclared, purpose),
         (RuleId::DisclosureWithoutConsent, disclosure_without_consent),
@@ -14,13 +14,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
         ),
         (RuleId::DisclosureFilesNotEncrypted, files_not_encrypted),
     ];
-    for (id, rule) in rules {
-        if f.policy.rule(id).is_some()
-            && let Some(finding) = rule(f)
-        {
-            out.push(finding);
-        }
-    }
+    run_rules(f, rules, out);
 }
 
 /// 4.1 a–i, 4.2 a–d, 2.11: sharing and transfer only on the grounds the

@@ -1,7 +1,7 @@
 //! What is sent: minimisation, credentials, undeclared PII, sensitive data
 //! and its consents, transport.
 
-use super::{Facts, Finding};
+use super::{Facts, Finding, Rule, run_rules};
 use crate::model::{ConsentScope, RuleId, Severity};
 use crate::policy::{CatId, CatSet, When};
 
@@ -23,7 +23,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
     {
         out.push(x);
     }
-    let rules: [(RuleId, fn(&Facts<'_>) -> Option<Finding>); 4] = [
+    let rules: &[(RuleId, Rule)] = &[
         (RuleId::ContentUndeclaredPii, undeclared_pii),
         (
             RuleId::SensitiveNoSeparateConsent,
@@ -35,13 +35,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
         ),
         (RuleId::TransportUnencrypted, unencrypted),
     ];
-    for (id, rule) in rules {
-        if on(id)
-            && let Some(finding) = rule(f)
-        {
-            out.push(finding);
-        }
-    }
+    run_rules(f, rules, out);
 }
 
 /// 2.2.1, 5.1 b: passwords, tokens and payment credentials never leave.

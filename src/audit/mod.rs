@@ -54,6 +54,20 @@ impl Finding {
     }
 }
 
+/// A rule: the facts of an event in, what is wrong with it (if anything) out.
+type Rule = fn(&Facts<'_>) -> Option<Finding>;
+
+/// Runs the enabled rules of a family.
+fn run_rules(f: &Facts<'_>, rules: &[(RuleId, Rule)], out: &mut Vec<Finding>) {
+    for (id, rule) in rules {
+        if f.policy.rule(*id).is_some()
+            && let Some(finding) = rule(f)
+        {
+            out.push(finding);
+        }
+    }
+}
+
 /// One data item, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct Item {

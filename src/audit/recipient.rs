@@ -1,11 +1,11 @@
 //! Who receives the data: registry, category, agreements, region.
 
-use super::{Facts, Finding};
+use super::{Facts, Finding, Rule, run_rules};
 use crate::model::{RecipientCategory, RuleId};
 use crate::policy::flag_name;
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
-    let rules: [(RuleId, fn(&Facts<'_>) -> Option<Finding>); 7] = [
+    let rules: &[(RuleId, Rule)] = &[
         (RuleId::RecipientUnregistered, unregistered),
         (RuleId::RecipientCategoryMismatch, category_mismatch),
         (RuleId::RecipientUndeclaredCategory, undeclared_category),
@@ -14,13 +14,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
         (RuleId::MerchantForeignOrder, foreign_order),
         (RuleId::CrossBorderProhibited, cross_border),
     ];
-    for (id, rule) in rules {
-        if f.policy.rule(id).is_some()
-            && let Some(finding) = rule(f)
-        {
-            out.push(finding);
-        }
-    }
+    run_rules(f, rules, out);
 }
 
 /// 4.1: "除以下情况外，我们不会向其他任何、组织、个人共享您的个人信息" — only

@@ -1,25 +1,19 @@
 //! Whose data: the user's consent state as of the event, minors, people
 //! ordered for.
 
-use super::{Facts, Finding};
+use super::{Facts, Finding, Rule, run_rules};
 use crate::model::{AccountStatus, ConsentState, DataSharingEvent, Date, Purpose, RuleId};
 use crate::policy::Policy;
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
-    let rules: [(RuleId, fn(&Facts<'_>) -> Option<Finding>); 5] = [
+    let rules: &[(RuleId, Rule)] = &[
         (RuleId::ConsentWithdrawn, withdrawn),
         (RuleId::AccountCancelled, cancelled),
         (RuleId::PersonalizationOptedOut, opted_out),
         (RuleId::MinorNoGuardianConsent, minor),
         (RuleId::SubjectThirdPartyUnauthorized, third_party),
     ];
-    for (id, rule) in rules {
-        if f.policy.rule(id).is_some()
-            && let Some(finding) = rule(f)
-        {
-            out.push(finding);
-        }
-    }
+    run_rules(f, rules, out);
 }
 
 /// The subject's age at the event: `subject.age`, else from `state.birth_date`.

@@ -2,6 +2,7 @@
 //! call the pure layers. Each returns the process exit code.
 
 pub mod audit;
+pub mod generate;
 pub mod policy;
 
 use crate::model::Timestamp;

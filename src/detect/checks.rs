@@ -61,7 +61,7 @@ pub fn luhn(s: &[u8]) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Card scheme by BIN, and whether `len` is an exact length for it.

@@ -105,6 +105,14 @@ impl Collector {
         }
     }
 
+    /// A scalar or alias: a key, or a whole value.
+    fn leaf(&mut self, text: Option<&str>, mark: Marker) {
+        let was_key = self.begin(text, mark);
+        if !was_key {
+            self.end_value();
+        }
+    }
+
     /// A value (scalar or whole container) has ended.
     fn end_value(&mut self) {
         match self.stack.last_mut() {
@@ -118,16 +126,8 @@ impl Collector {
 impl MarkedEventReceiver for Collector {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         match ev {
-            Event::Scalar(s, ..) => {
-                if !self.begin(Some(&s), mark) {
-                    self.end_value();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.begin(None, mark) {
-                    self.end_value();
-                }
-            }
+            Event::Scalar(s, ..) => self.leaf(Some(&s), mark),
+            Event::Alias(_) => self.leaf(None, mark),
             Event::MappingStart(..) => {
                 self.begin(None, mark);
                 self.stack.push(Frame::Map(None));

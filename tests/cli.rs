@@ -1,0 +1,345 @@
+//! The `shareaudit` binary, end to end on files: every policy case through
+//! `shareaudit audit`, exit codes, bad input, Avro input, the policy commands.
+
+use shareaudit::codec::{avro, json};
+use shareaudit::policy::DEFAULT_POLICY;
+use shareaudit::policytest;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shareaudit"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.env_remove("SHAREAUDIT_POLICY")
+        .env_remove("SHAREAUDIT_HMAC_KEY");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Rule ids per event id in the violation lines of `out`.
+fn by_event(out: &[u8]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in text(out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        m.entry(v["event_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(v["rule_id"].as_str().unwrap().to_owned());
+    }
+    m
+}
+
+#[test]
+fn every_policy_case_holds_through_the_audit_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policy/tests");
+    let mut cases = Vec::new();
+    for f in std::fs::read_dir(&cases_dir).unwrap() {
+        let p = f.unwrap().path();
+        cases.extend(
+            policytest::parse(
+                &p.display().to_string(),
+                &std::fs::read_to_string(&p).unwrap(),
+            )
+            .unwrap(),
+        );
+    }
+    let (no_violating, no_compliant) = policytest::coverage(&cases);
+    assert!(
+        no_violating.is_empty() && no_compliant.is_empty(),
+        "{no_violating:?} {no_compliant:?}"
+    );
+    for (n, case) in cases.iter().enumerate() {
+        // Each step gets its own event id so that its violations can be told apart.
+        let mut events = String::new();
+        for (i, (line, _)) in case.steps.iter().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            v["event_id"] = format!("step-{i}").into();
+            events.push_str(&format!("{v}\n"));
+        }
+        let events = write(dir.path(), &format!("events-{n}.jsonl"), &events);
+        let state = write(
+            dir.path(),
+            &format!("state-{n}.jsonl"),
+            &(case.states.join("\n") + "\n"),
+        );
+        let mut args = vec![
+            "audit".to_owned(),
+            "--events".into(),
+            events.display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+        ];
+        args.extend(["--hmac-key".into(), "k".into()]);
+        if let Some(w) = &case.with {
+            let p = write(
+                dir.path(),
+                &format!("policy-{n}.yaml"),
+                &policytest::overlay(DEFAULT_POLICY, w).unwrap(),
+            );
+            args.extend(["--policy".into(), p.display().to_string()]);
+        }
+        if let Some(now) = case.now {
+            args.extend(["--detected-at".into(), now.to_string()]);
+        }
+        let out = bin().args(&args).output().unwrap();
+        let got = by_event(&out.stdout);
+        for (i, (_, expected)) in case.steps.iter().enumerate() {
+            let got = got.get(&format!("step-{i}")).cloned().unwrap_or_default();
+            // Shadow violations are written too; the expectation lists every fired rule.
+            assert_eq!(
+                &got,
+                expected,
+                "{} / {} step {}: {}",
+                case.file,
+                case.name,
+                i + 1,
+                text(&out.stderr)
+            );
+        }
+        let violated = case.steps.iter().any(|(_, e)| !e.is_empty());
+        let shadow_only = text(&out.stdout)
+            .lines()
+            .all(|l| l.contains("\"mode\":\"shadow\""));
+        let code = out.status.code();
+        if violated && !shadow_only {
+            assert_eq!(code, Some(1), "{}: {}", case.name, text(&out.stderr));
+        } else {
+            assert_eq!(code, Some(0), "{}: {}", case.name, text(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn the_examples_give_exactly_what_the_generator_planted() {
+    let out = run(&[
+        "audit",
+        "--events",
+        "examples/events.jsonl",
+        "--state",
+        "examples/state.jsonl",
+        "--hmac-key",
+        "k",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let got = by_event(&out.stdout);
+    let expected = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/expected.jsonl"),
+    )
+    .unwrap();
+    let mut n = 0;
+    for line in expected.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let want: BTreeSet<String> = v["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            got.get(v["event_id"].as_str().unwrap())
+                .cloned()
+                .unwrap_or_default(),
+            want,
+            "{line}"
+        );
+        n += 1;
+    }
+    assert!(n >= 50);
+    assert!(
+        text(&out.stderr).contains("violations:"),
+        "a summary on stderr"
+    );
+}
+
+const GOOD: &str = r#"{"event_id":"e-1","occurred_at":"2026-11-20T10:15:30+08:00","source_service":"s","flow":"share","subject":{"user_id":"u-1","role":"buyer"},"recipient":{"id":"sf-express","category":"logistics_carrier","region":"CN"},"purpose":"delivery","legal_basis":"contract","order":{"id":"o-1","type":"general","merchant_id":"m-1"},"data":[{"field":"receiver_name","category":"contact.recipient_name","value":"张三"}],"record_count":1,"transport":{"encrypted":true}}"#;
+
+#[test]
+fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let clean = write(dir.path(), "clean.jsonl", &format!("{GOOD}\n"));
+    let out = run(&[
+        "audit",
+        "--events",
+        clean.to_str().unwrap(),
+        "--hmac-key",
+        "k",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+
+    let bad_event = GOOD
+        .replace("\"e-1\"", "\"e-3\"")
+        .replace("\"encrypted\":true", "\"encrypted\":false");
+    let mixed = format!(
+        "{GOOD}\n{{\"event_id\": broken\n{}\n{}\n{bad_event}\n",
+        GOOD.replace("\"purpose\":\"delivery\"", "\"purpose\":\"teleport\""),
+        GOOD.replace("\"record_count\":1", "\"record_count\":-1")
+    );
+    let mixed = write(dir.path(), "mixed.jsonl", &mixed);
+    let out_file = dir.path().join("out.jsonl");
+    let out = run(&[
+        "audit",
+        "--events",
+        mixed.to_str().unwrap(),
+        "--hmac-key",
+        "k",
+        "--output",
+        out_file.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("mixed.jsonl:2: JSON syntax error"), "{err}");
+    assert!(
+        err.contains("mixed.jsonl:3: malformed record: purpose: unknown Purpose `teleport`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("mixed.jsonl:4: invalid record: record_count: must be at least 1, got -1"),
+        "{err}"
+    );
+    assert!(err.contains("3 invalid records"), "{err}");
+    let written = std::fs::read(&out_file).unwrap();
+    assert_eq!(
+        by_event(&written).get("e-3").map(|s| s.len()),
+        Some(1),
+        "the run went on past the bad lines"
+    );
+
+    let out = run(&["audit", "--events", "/no/such/file.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/no/such/file.jsonl"));
+    let out = run(&["audit"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn avro_container_files_and_stdin_are_read_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = json::decode_event(
+        GOOD.replace("\"encrypted\":true", "\"encrypted\":false")
+            .as_bytes(),
+    )
+    .unwrap();
+    let schemas = avro::schemas().unwrap();
+    let file = avro::write_container(&schemas.event, [avro::event_to_value(&e)]).unwrap();
+    let path = dir.path().join("events.avro");
+    std::fs::write(&path, file).unwrap();
+    let out = run(&[
+        "audit",
+        "--events",
+        path.to_str().unwrap(),
+        "--hmac-key",
+        "k",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        by_event(&out.stdout)["e-1"],
+        BTreeSet::from(["transport.unencrypted".to_owned()])
+    );
+
+    let mut child = bin()
+        .args(["audit", "--events", "-", "--hmac-key", "k"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{GOOD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn policy_check_reports_line_and_column_and_fails_on_errors() {
+    let out = run(&["policy", "check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("ok: version 2026.11.29-1"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &DEFAULT_POLICY.replace(
+            "never: [identity.*, biometric.*, financial.*,",
+            "never: [identity.*, biometrics.*, financial.*,",
+        ),
+    );
+    let out = run(&["policy", "check", bad.to_str().unwrap()]);
+    let line = DEFAULT_POLICY
+        .lines()
+        .position(|l| l.contains("never: [identity.*, biometric.*, financial.*,"))
+        .unwrap()
+        + 1;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains(&format!("bad.yaml:{line}:")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).contains("unknown category `biometrics.*`"));
+
+    // An audit with a bad policy refuses to run rather than judging with a broken one.
+    let out = run(&[
+        "audit",
+        "--events",
+        "examples/events.jsonl",
+        "--policy",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn policy_test_and_explain() {
+    let out = run(&["policy", "test", "--coverage"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(" passed, 0 failed"));
+
+    let out = run(&["policy", "explain", "minor.no_guardian_consent"]);
+    let s = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(s.contains("clause    8 of 快手小店隐私政策"), "{s}");
+    assert!(s.contains("14周岁以下"), "{s}");
+    assert!(s.contains("exempt_bases"), "{s}");
+    assert_eq!(
+        run(&["policy", "explain", "no.such_rule"]).status.code(),
+        Some(2)
+    );
+    assert!(
+        text(&run(&["policy", "explain", "all"]).stdout)
+            .lines()
+            .count()
+            >= 26
+    );
+}
+
+#[test]
+fn schemas_are_printed() {
+    for name in ["event", "consent", "violation"] {
+        let out = run(&["schema", name]);
+        assert!(
+            apache_avro::Schema::parse_str(&text(&out.stdout)).is_ok(),
+            "{name}"
+        );
+    }
+}
