@@ -6,6 +6,9 @@ use shareaudit::cli::{Cli, Command, PolicyCommand};
 use shareaudit::commands::{self, INPUT_ERROR, OK};
 use std::process::ExitCode;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)

@@ -211,7 +211,7 @@ impl Engine {
             .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
         self.resolve_items(&policy, event, today)?;
 
-        let entry = policy.registry.get(&event.recipient.id);
+        let entry = policy.registry.get(event.recipient.id.as_str());
         let profile = policy.profile(event.recipient.category);
         let mut cats = CatSet::EMPTY;
         for item in &self.items {
@@ -336,8 +336,8 @@ fn fields(facts: &Facts<'_>, cats: CatSet) -> Vec<String> {
     for (item, d) in facts.items.iter().zip(&facts.event.data) {
         let hit = item.cat.is_some_and(|c| cats.contains(c))
             || !item.undeclared.intersect(cats).is_empty();
-        if hit && !out.contains(&d.field) {
-            out.push(d.field.clone());
+        if hit && !out.iter().any(|f| f == d.field.as_str()) {
+            out.push(d.field.to_string());
         }
     }
     out
@@ -378,12 +378,12 @@ fn build(
         severity,
         title: meta.title.clone(),
         detail: f.detail.clone(),
-        event_id: e.event_id.clone(),
+        event_id: e.event_id.to_string(),
         occurred_at: e.occurred_at,
         detected_at: ctx.detected_at,
-        recipient_id: e.recipient.id.clone(),
+        recipient_id: e.recipient.id.to_string(),
         recipient_category: e.recipient.category,
-        recipient_region: e.recipient.region.clone(),
+        recipient_region: e.recipient.region.to_string(),
         purpose: e.purpose,
         legal_basis: e.legal_basis,
         flow: e.flow,

@@ -68,7 +68,7 @@ impl RateWindows {
             f.event.occurred_at.millis(),
             window,
         );
-        let w = self.by_recipient.get_mut(&r.id)?;
+        let w = self.by_recipient.get_mut(r.id.as_str())?;
         if count as u64 <= limit {
             return None;
         }

@@ -63,8 +63,8 @@ fn record(fields: Vec<(&str, Value)>) -> Value {
     Value::Record(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
-fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().map(|s| string(s)).collect())
+fn strings<S: AsRef<str>>(items: &[S]) -> Value {
+    Value::Array(items.iter().map(|s| string(s.as_ref())).collect())
 }
 
 pub fn event_to_value(e: &DataSharingEvent) -> Value {

@@ -25,7 +25,7 @@ impl ConsentTable {
     /// (a re-delivered record changes nothing); the oldest beyond the
     /// history limit are dropped.
     pub fn upsert(&mut self, state: ConsentState) {
-        let history = self.users.entry(state.user_id.clone()).or_default();
+        let history = self.users.entry(state.user_id.to_string()).or_default();
         match history.binary_search_by_key(&state.updated_at, |s| s.updated_at) {
             Ok(i) => history[i] = state,
             Err(i) => history.insert(i, state),

@@ -19,8 +19,9 @@ use crate::policy::DetectorKind;
 use regex::Regex;
 use rustc_hash::FxHashSet;
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::LazyLock;
-use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfkc_quick};
+use unicode_normalization::UnicodeNormalization;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Confidence {
@@ -73,29 +74,54 @@ const IMEI_KW: &[&str] = &["imei", "meid", "device", "设备"];
 const PASSPORT_KW: &[&str] = &["护照", "证件号", "通行证", "passport", "permit"];
 const ORDERISH: &[&str] = &["order", "trade", "waybill", "tracking", "sku", "shop", "sn"];
 const MAC_FIELDS: &[&str] = &["mac", "bssid"];
+/// Digit groups joined into one number at most (`6222 0212 3456 7894 123` has 5).
+const MAX_GROUPS: usize = 8;
 
 /// Scans one value. `field` is its field name (context); `today` bounds
 /// plausible birth dates; `allow` holds values never reported.
 pub fn scan(value: &str, field: &str, today: Date, allow: &FxHashSet<String>) -> Hits {
     let mut hits = Hits::default();
-    if value.len() < 5 || allow.contains(value.trim()) {
+    if value.len() < 5 {
         return hits;
     }
     let text = normalise(value);
+    let b = text.as_bytes();
+    // One pass decides which detectors could match at all.
+    let (mut digits, mut at, mut seps, mut dots, mut commas, mut lt, mut degree) =
+        (0, false, 0, 0, false, false, false);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'@' => at = true,
+            b':' | b'-' => seps += 1,
+            b'.' => dots += 1,
+            b',' => commas = true,
+            b'<' => lt = true,
+            0xC2 => degree = true, // the lead byte of `°`
+            _ => {}
+        }
+    }
     let s = Scan {
         text: &text,
-        b: text.as_bytes(),
+        b,
         field,
         today,
         allow,
+        orderish: OnceCell::new(),
     };
-    s.tokens(&mut hits);
-    if s.b.contains(&b'@') {
+    if digits >= 6 {
+        s.tokens(&mut hits);
+    }
+    if at {
         s.emails(&mut hits);
     }
-    s.macs(&mut hits);
-    s.gps(&mut hits);
-    if s.b.windows(2).any(|w| w == b"<<") {
+    if seps >= 5 || dots >= 2 || MAC_FIELDS.iter().any(|k| contains_ci(field, k)) {
+        s.macs(&mut hits, seps, dots);
+    }
+    if digits >= 6 && ((commas && dots >= 2) || degree) {
+        s.gps(&mut hits, commas, degree);
+    }
+    if lt && digits >= 6 {
         s.mrz(&mut hits);
     }
     hits
@@ -103,15 +129,39 @@ pub fn scan(value: &str, field: &str, today: Date, allow: &FxHashSet<String>) ->
 
 /// NFKC (full-width digits and letters to ASCII), zero-width characters
 /// removed, percent-encoding decoded. Borrows when there is nothing to do.
+///
+/// Most values are ASCII or plain CJK, which NFKC leaves alone, so a quick
+/// look decides: full-width ASCII (the common case in Chinese input, `１３８`,
+/// `，`) is mapped directly (U+FF01..=U+FF5E -> U+0021..=U+007E, exactly what
+/// NFKC does); any other character NFKC would change in a way the detectors
+/// read (compatibility digits and letters, odd spaces) takes the full NFKC.
 pub fn normalise(value: &str) -> Cow<'_, str> {
     let mut out: Cow<'_, str> = Cow::Borrowed(value);
     if !value.is_ascii() {
-        let zero_width = |c: char| matches!(c, '\u{200B}'..='\u{200D}' | '\u{FEFF}');
-        if value.chars().any(zero_width) {
-            out = Cow::Owned(value.chars().filter(|c| !zero_width(*c)).collect());
+        let (mut fullwidth, mut other) = (false, false);
+        for c in value.chars() {
+            match c {
+                '\u{FF01}'..='\u{FF5E}' => fullwidth = true,
+                '\u{200B}'..='\u{200D}' | '\u{FEFF}' => other = true,
+                c if needs_nfkc(c) => other = true,
+                _ => {}
+            }
         }
-        if is_nfkc_quick(out.chars()) != IsNormalized::Yes {
-            out = Cow::Owned(out.nfkc().collect());
+        if other {
+            let kept = value
+                .chars()
+                .filter(|c| !matches!(c, '\u{200B}'..='\u{200D}' | '\u{FEFF}'));
+            out = Cow::Owned(kept.collect::<String>().nfkc().collect());
+        } else if fullwidth {
+            out = Cow::Owned(
+                value
+                    .chars()
+                    .map(|c| match c {
+                        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+                        c => c,
+                    })
+                    .collect(),
+            );
         }
     }
     if out.contains('%') {
@@ -124,6 +174,18 @@ pub fn normalise(value: &str) -> Cow<'_, str> {
         }
     }
     out
+}
+
+/// Characters outside full-width ASCII that NFKC turns into something a
+/// detector reads: spaces, super- and subscripts, enclosed and mathematical
+/// digits and letters, half-width forms, ligatures. Plain CJK, kana and
+/// CJK punctuation are not among them.
+fn needs_nfkc(c: char) -> bool {
+    matches!(c,
+        '\u{00A0}' | '\u{00B2}' | '\u{00B3}' | '\u{00B9}' | '\u{00BC}'..='\u{00BE}'
+        | '\u{2000}'..='\u{200A}' | '\u{2070}'..='\u{209F}' | '\u{2100}'..='\u{218F}'
+        | '\u{2460}'..='\u{24FF}' | '\u{3000}' | '\u{FB00}'..='\u{FB4F}' | '\u{FF5F}'..='\u{FFEF}'
+        | '\u{1D400}'..='\u{1D7FF}' | '\u{1F100}'..='\u{1F1FF}')
 }
 
 fn percent_decode(b: &[u8]) -> String {
@@ -158,6 +220,7 @@ struct Scan<'a> {
     field: &'a str,
     today: Date,
     allow: &'a FxHashSet<String>,
+    orderish: OnceCell<bool>,
 }
 
 impl Scan<'_> {
@@ -179,7 +242,9 @@ impl Scan<'_> {
     }
 
     fn orderish(&self) -> bool {
-        ORDERISH.iter().any(|k| contains_ci(self.field, k))
+        *self
+            .orderish
+            .get_or_init(|| ORDERISH.iter().any(|k| contains_ci(self.field, k)))
     }
 
     fn allowed(&self, start: usize, end: usize) -> bool {
@@ -201,11 +266,14 @@ impl Scan<'_> {
             }
             if numeric(&b[start..i]) {
                 // Digit groups joined by single spaces or dashes: 138-0013-8000.
-                let mut groups = vec![(start, i)];
-                while i + 1 < n
+                let mut groups = [(0usize, 0usize); MAX_GROUPS];
+                groups[0] = (start, i);
+                let mut len = 1;
+                while len < MAX_GROUPS
+                    && i + 1 < n
                     && (b[i] == b' ' || b[i] == b'-')
                     && b[i + 1].is_ascii_digit()
-                    && b[groups[groups.len() - 1].1 - 1].is_ascii_digit()
+                    && b[groups[len - 1].1 - 1].is_ascii_digit()
                 {
                     let gs = i + 1;
                     let mut j = gs;
@@ -215,10 +283,11 @@ impl Scan<'_> {
                     if !numeric(&b[gs..j]) {
                         break;
                     }
-                    groups.push((gs, j));
+                    groups[len] = (gs, j);
+                    len += 1;
                     i = j;
                 }
-                self.numeric_token(&groups, hits);
+                self.numeric_token(&groups[..len], hits);
             } else {
                 self.alnum_token(start, i, hits);
             }
@@ -424,11 +493,9 @@ impl Scan<'_> {
         }
     }
 
-    fn macs(&self, hits: &mut Hits) {
+    fn macs(&self, hits: &mut Hits, seps: usize, dots: usize) {
         let b = self.b;
         let hex = |c: u8| c.is_ascii_hexdigit();
-        let seps = b.iter().filter(|c| **c == b':' || **c == b'-').count();
-        let dots = b.iter().filter(|c| **c == b'.').count();
         if seps >= 5 {
             for i in 0..b.len().saturating_sub(16) {
                 if i > 0 && (hex(b[i - 1]) || b[i - 1] == b':' || b[i - 1] == b'-') {
@@ -500,9 +567,9 @@ impl Scan<'_> {
         }
     }
 
-    fn gps(&self, hits: &mut Hits) {
+    fn gps(&self, hits: &mut Hits, has_comma: bool, has_degree: bool) {
         static PAIR: LazyLock<Regex> = LazyLock::new(|| {
-            Regex::new(r"(-?\d{1,3})\.(\d{3,})\s*[,，]\s*(-?\d{1,3})\.(\d{3,})")
+            Regex::new(r"(-?\d{1,3})\.(\d{3,})\s*,\s*(-?\d{1,3})\.(\d{3,})")
                 .expect("constant pattern")
         });
         static DMS: LazyLock<Regex> = LazyLock::new(|| {
@@ -510,8 +577,7 @@ impl Scan<'_> {
                 .expect("constant pattern")
         });
         let b = self.b;
-        let has_comma = b.contains(&b',') || self.text.contains('，');
-        if has_comma && b.contains(&b'.') {
+        if has_comma {
             for m in PAIR.captures_iter(self.text) {
                 let Some(whole) = m.get(0) else { continue };
                 let before_ok = whole.start() == 0
@@ -550,7 +616,7 @@ impl Scan<'_> {
                 return;
             }
         }
-        if self.text.contains('°') && DMS.is_match(self.text) {
+        if has_degree && DMS.is_match(self.text) {
             hits.add(DetectorKind::Gps, Confidence::High);
         }
     }
