@@ -6,6 +6,8 @@
 //! (b) parse + audit
 //! (c) decode Avro datums + audit
 //! (d) audit alone, on events already parsed (where the time goes)
+//! (e) simd-json's tape alone (structural index and strings, no struct):
+//!     the floor of any JSON decoding on this machine
 //!
 //! `cargo bench --bench audit`; figures in BENCHMARKS.md.
 
@@ -91,6 +93,22 @@ fn bench(c: &mut Criterion) {
                     .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), &ctx)
                     .unwrap();
                 n += v.violations.len();
+            }
+            black_box(n)
+        })
+    });
+    let mut buf = Vec::new();
+    let mut buffers = simd_json::Buffers::new(4096);
+    g.bench_function("e_json_tape_floor", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for l in &lines {
+                buf.clear();
+                buf.extend_from_slice(l);
+                n += simd_json::to_tape_with_buffers(&mut buf, &mut buffers)
+                    .unwrap()
+                    .0
+                    .len();
             }
             black_box(n)
         })

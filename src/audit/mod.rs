@@ -8,8 +8,8 @@
 //!    else by field name) and what the content detectors find in its value;
 //!    undeclared finds join `cats(e)` as `rules.md` says.
 //! 2. The rules, one small function each, grouped by what they look at:
-//!    [`recipient`] (who), [`basis`] (why and on what basis), [`data`] (what),
-//!    [`subject`] (whose), [`volume`] (how much). Each returns a [`Finding`].
+//!    `recipient` (who), `basis` (why and on what basis), `data` (what),
+//!    `subject` (whose), [`volume`] (how much). Each returns a [`Finding`].
 //! 3. Findings become [`Violation`]s: severity (with "up"), deterministic
 //!    `alert_id`, keyed `subject_ref`, mode, exceptions.
 
@@ -24,7 +24,6 @@ use crate::model::*;
 use crate::policy::{CatId, CatSet, Entry, Policy, Profile, RuleMeta};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// What one rule found wrong with an event.
@@ -349,10 +348,16 @@ pub fn alert_id(event_id: &str, rule: RuleId) -> String {
     h.update(event_id.as_bytes());
     h.update([0]);
     h.update(rule.as_str().as_bytes());
-    let digest = h.finalize();
-    let mut s = String::with_capacity(32);
-    for b in &digest[..16] {
-        let _ = write!(s, "{b:02x}");
+    hex(&h.finalize()[..16])
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
     }
     s
 }
@@ -393,7 +398,7 @@ fn build(
             .map(|c| facts.policy.taxonomy.name(c).to_owned())
             .collect(),
         fields: fields(facts, f.cats),
-        subject_ref: hex::encode(mac.finalize().into_bytes()),
+        subject_ref: hex(&mac.finalize().into_bytes()),
         record_count: e.record_count,
         mode: meta.mode,
         policy_version: facts.policy.version.clone(),

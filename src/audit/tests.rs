@@ -89,7 +89,7 @@ fn subject_ref_is_an_hmac_of_the_user_id_under_the_configured_key() {
     };
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"key-1").unwrap();
     mac.update(b"u-10023");
-    assert_eq!(with(b"key-1"), hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(with(b"key-1"), hex(&mac.finalize().into_bytes()));
     assert_ne!(with(b"key-1"), with(b"key-2"));
 }
 
@@ -321,4 +321,10 @@ fn the_window_counts_distinct_subjects_by_event_time() {
     assert_eq!(w.count("r", "c", 10 + hour, hour), 2);
     assert_eq!(w.count("r", "d", 20 + hour, hour), 2);
     assert_eq!(w.size(), (2, 3));
+}
+
+#[test]
+fn hex_is_lower_case_two_digits_a_byte() {
+    assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+    assert_eq!(hex(&[]), "");
 }

@@ -285,8 +285,12 @@ pub fn encode_violation(v: &Violation) -> Result<Vec<u8>, DecodeError> {
 }
 
 /// Reads one datum written with `writer`, resolved to `reader`.
+///
+/// Resolution is skipped when the writer's schema is the reader's: apache-avro
+/// rebuilds the resolved schema on every call, which costs more than the decode.
 fn decode_value(mut bytes: &[u8], writer: &Schema, reader: &Schema) -> Result<Value, DecodeError> {
-    let value = from_avro_datum(writer, &mut bytes, Some(reader))
+    let reader = (!std::ptr::eq(writer, reader) && writer != reader).then_some(reader);
+    let value = from_avro_datum(writer, &mut bytes, reader)
         .map_err(|e| DecodeError::Avro(e.to_string()))?;
     if !bytes.is_empty() {
         return Err(DecodeError::Avro(format!(

@@ -77,6 +77,45 @@ const MAC_FIELDS: &[&str] = &["mac", "bssid"];
 /// Digit groups joined into one number at most (`6222 0212 3456 7894 123` has 5).
 const MAX_GROUPS: usize = 8;
 
+/// Byte classes for the one pass that decides what to do with a value.
+const AT: u8 = 1;
+const SEP: u8 = 2; // `:` or `-`
+const DOT: u8 = 4;
+const COMMA: u8 = 8;
+const LT: u8 = 16;
+/// A lead byte of a character NFKC may change for the detectors (U+0080..,
+/// U+2000.., U+3000.., U+F000.., U+1xxxx), or `%` (percent-encoding).
+const NORMALISE: u8 = 32;
+const DEGREE: u8 = 64; // 0xC2, the lead byte of `°`
+
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'@' as usize] = AT;
+    t[b':' as usize] = SEP;
+    t[b'-' as usize] = SEP;
+    t[b'.' as usize] = DOT;
+    t[b',' as usize] = COMMA;
+    t[b'<' as usize] = LT;
+    t[b'%' as usize] = NORMALISE;
+    t[0xC2] = NORMALISE | DEGREE;
+    t[0xE2] = NORMALISE;
+    t[0xE3] = NORMALISE;
+    t[0xEF] = NORMALISE;
+    t[0xF0] = NORMALISE;
+    t
+};
+
+/// The byte classes present in `b`, and how many ASCII digits it has.
+fn profile(b: &[u8]) -> (u8, usize) {
+    let mut flags = 0u8;
+    let mut digits = 0usize;
+    for &c in b {
+        flags |= CLASS[c as usize];
+        digits += usize::from(c.wrapping_sub(b'0') < 10);
+    }
+    (flags, digits)
+}
+
 /// Scans one value. `field` is its field name (context); `today` bounds
 /// plausible birth dates; `allow` holds values never reported.
 pub fn scan(value: &str, field: &str, today: Date, allow: &FxHashSet<String>) -> Hits {
@@ -84,47 +123,81 @@ pub fn scan(value: &str, field: &str, today: Date, allow: &FxHashSet<String>) ->
     if value.len() < 5 {
         return hits;
     }
-    let text = normalise(value);
-    let b = text.as_bytes();
-    // One pass decides which detectors could match at all.
-    let (mut digits, mut at, mut seps, mut dots, mut commas, mut lt, mut degree) =
-        (0, false, 0, 0, false, false, false);
-    for &c in b {
-        match c {
-            b'0'..=b'9' => digits += 1,
-            b'@' => at = true,
-            b':' | b'-' => seps += 1,
-            b'.' => dots += 1,
-            b',' => commas = true,
-            b'<' => lt = true,
-            0xC2 => degree = true, // the lead byte of `°`
-            _ => {}
-        }
+    let (mut flags, mut digits) = profile(value.as_bytes());
+    let text = if flags & NORMALISE != 0 {
+        normalise(value)
+    } else {
+        Cow::Borrowed(value)
+    };
+    if let Cow::Owned(t) = &text {
+        (flags, digits) = profile(t.as_bytes());
     }
+    // Every detector needs six digits, an `@`, or (a bare MAC under a MAC-ish
+    // field) twelve hex digits.
+    let bare_hex = text.trim().len() == 12 && text.trim().bytes().all(|c| c.is_ascii_hexdigit());
+    if digits < 6 && flags & AT == 0 && !bare_hex {
+        return hits;
+    }
+    let field = FieldName::new(field);
+    let mac_field = bare_hex && MAC_FIELDS.iter().any(|k| field.has(k));
+    let b = text.as_bytes();
     let s = Scan {
         text: &text,
         b,
-        field,
+        field: &field,
         today,
         allow,
-        orderish: OnceCell::new(),
     };
     if digits >= 6 {
         s.tokens(&mut hits);
     }
-    if at {
+    if flags & AT != 0 {
         s.emails(&mut hits);
     }
-    if seps >= 5 || dots >= 2 || MAC_FIELDS.iter().any(|k| contains_ci(field, k)) {
-        s.macs(&mut hits, seps, dots);
+    if flags & (SEP | DOT) != 0 || mac_field {
+        s.macs(&mut hits, mac_field);
     }
-    if digits >= 6 && ((commas && dots >= 2) || degree) {
-        s.gps(&mut hits, commas, degree);
+    if digits >= 6 && ((flags & COMMA != 0 && flags & DOT != 0) || flags & DEGREE != 0) {
+        s.gps(&mut hits, flags & COMMA != 0, flags & DEGREE != 0);
     }
-    if lt && digits >= 6 {
+    if flags & LT != 0 && digits >= 6 {
         s.mrz(&mut hits);
     }
     hits
+}
+
+/// A field name lower-cased once (ASCII; longer names are cut), for keyword tests.
+struct FieldName {
+    lower: [u8; 48],
+    len: usize,
+    orderish: OnceCell<bool>,
+}
+
+impl FieldName {
+    fn new(field: &str) -> FieldName {
+        let mut lower = [0u8; 48];
+        let len = field.len().min(lower.len());
+        for (d, s) in lower.iter_mut().zip(field.as_bytes()) {
+            *d = s.to_ascii_lowercase();
+        }
+        FieldName {
+            lower,
+            len,
+            orderish: OnceCell::new(),
+        }
+    }
+
+    /// Contains `kw` (lower-case).
+    fn has(&self, kw: &str) -> bool {
+        let (h, n) = (&self.lower[..self.len], kw.as_bytes());
+        n.len() <= h.len() && h.windows(n.len()).any(|w| w == n)
+    }
+
+    fn orderish(&self) -> bool {
+        *self
+            .orderish
+            .get_or_init(|| ORDERISH.iter().any(|k| self.has(k)))
+    }
 }
 
 /// NFKC (full-width digits and letters to ASCII), zero-width characters
@@ -217,16 +290,15 @@ fn contains_ci(hay: &str, needle: &str) -> bool {
 struct Scan<'a> {
     text: &'a str,
     b: &'a [u8],
-    field: &'a str,
+    field: &'a FieldName,
     today: Date,
     allow: &'a FxHashSet<String>,
-    orderish: OnceCell<bool>,
 }
 
 impl Scan<'_> {
     /// A keyword in the field name or within 20 characters of `start..end`.
     fn context(&self, start: usize, end: usize, keywords: &[&str]) -> bool {
-        if keywords.iter().any(|k| contains_ci(self.field, k)) {
+        if keywords.iter().any(|k| self.field.has(k)) {
             return true;
         }
         let mut from = start.saturating_sub(60); // 20 CJK characters are 60 bytes
@@ -242,9 +314,7 @@ impl Scan<'_> {
     }
 
     fn orderish(&self) -> bool {
-        *self
-            .orderish
-            .get_or_init(|| ORDERISH.iter().any(|k| contains_ci(self.field, k)))
+        self.field.orderish()
     }
 
     fn allowed(&self, start: usize, end: usize) -> bool {
@@ -493,9 +563,11 @@ impl Scan<'_> {
         }
     }
 
-    fn macs(&self, hits: &mut Hits, seps: usize, dots: usize) {
+    fn macs(&self, hits: &mut Hits, mac_field: bool) {
         let b = self.b;
         let hex = |c: u8| c.is_ascii_hexdigit();
+        let seps = b.iter().filter(|c| **c == b':' || **c == b'-').count();
+        let dots = b.iter().filter(|c| **c == b'.').count();
         if seps >= 5 {
             for i in 0..b.len().saturating_sub(16) {
                 if i > 0 && (hex(b[i - 1]) || b[i - 1] == b':' || b[i - 1] == b'-') {
@@ -554,10 +626,7 @@ impl Scan<'_> {
         }
         // A bare 12-hex value only under a MAC-ish key.
         let t = self.text.trim();
-        if t.len() == 12
-            && t.bytes().all(hex)
-            && MAC_FIELDS.iter().any(|k| contains_ci(self.field, k))
-        {
+        if mac_field && t.len() == 12 && t.bytes().all(hex) {
             let octets: Vec<u8> = (0..6)
                 .filter_map(|o| u8::from_str_radix(&t[o * 2..o * 2 + 2], 16).ok())
                 .collect();

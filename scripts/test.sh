@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command of README.md: every test of the project, on this machine.
+#
+# - unit and integration tests (cargo test): the model and codecs, policy
+#   loading, detectors, the engine, every policy case through the engine and
+#   through the `shareaudit audit` binary;
+# - the benchmarks in test mode (each runs once: they still build and work);
+# - the shipped policy's own test cases, with coverage of every rule.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install Rust (stable 1.95) first" >&2; exit 2; }
+
+cargo test --locked --lib --tests --benches
+cargo run --locked --quiet -- policy check deploy/policy/default.yaml
+cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
