@@ -16,7 +16,7 @@
 //! | [`audit`] | the engine: policy + event + consent state -> violations, one small function per rule |
 //! | [`policytest`] | policy test cases as data (`shareaudit policy test`, like `opa test`) |
 //! | [`generate`] | seeded synthetic traffic that knows which rules it should trip |
-//! | [`cli`], [`commands`] | the command line and the commands behind it (all file and terminal I/O lives here) |
+//! | `cli`, `commands` (the binary) | the command line and the commands behind it: all file and terminal I/O, `anyhow` errors |
 //!
 //! # Why it is built this way
 //!
@@ -32,9 +32,7 @@
 //!   never values; the subject is an HMAC of the user id.
 
 pub mod audit;
-pub mod cli;
 pub mod codec;
-pub mod commands;
 pub mod consent;
 pub mod detect;
 pub mod generate;

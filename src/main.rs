@@ -1,9 +1,12 @@
 //! Thin: parse the command line, start tracing, run the command, map the
 //! outcome to an exit code (0 ok, 1 findings, 2 usage or input error).
 
+mod cli;
+mod commands;
+
 use clap::Parser;
-use shareaudit::cli::{Cli, Command, PolicyCommand};
-use shareaudit::commands::{self, INPUT_ERROR, OK};
+use cli::{Cli, Command, PolicyCommand};
+use commands::{INPUT_ERROR, OK};
 use std::process::ExitCode;
 
 #[global_allocator]

@@ -281,3 +281,83 @@ pub fn coverage(cases: &[Case]) -> (Vec<RuleId>, Vec<RuleId>) {
     };
     (has(true), has(false))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped cases, through the engine (tests/cli.rs runs them through the binary).
+    #[test]
+    fn the_shipped_cases_pass_and_cover_every_rule() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/policy/tests");
+        let mut cases = Vec::new();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let p = f.unwrap().path();
+            cases.extend(
+                parse(
+                    &p.display().to_string(),
+                    &std::fs::read_to_string(&p).unwrap(),
+                )
+                .unwrap(),
+            );
+        }
+        assert!(cases.len() >= 2 * RuleId::ALL.len());
+        let base = Arc::new(policy::load_default(Timestamp(0)).unwrap().policy);
+        for case in &cases {
+            let outcome = run(case, policy::DEFAULT_POLICY, &base);
+            assert!(
+                outcome.failure.is_none(),
+                "{} / {}: {:?}",
+                case.file,
+                case.name,
+                outcome.failure
+            );
+        }
+        assert_eq!(coverage(&cases), (vec![], vec![]));
+    }
+
+    #[test]
+    fn a_wrong_expectation_fails_and_bad_files_are_refused_with_their_name() {
+        let text = r#"
+defaults:
+  event: {event_id: x, occurred_at: "2026-11-20T10:15:30+08:00", source_service: s, flow: share,
+          subject: {user_id: u, role: buyer}, recipient: {id: sf-express, category: logistics_carrier, region: CN},
+          purpose: delivery, legal_basis: contract, order: {id: o, type: general, merchant_id: m},
+          data: [{field: device_lat, category: null, value: "39.9087,116.3975"}], record_count: 1, transport: {encrypted: true}}
+cases:
+  - {name: wrong, rule: minimisation.prohibited, event: {}, expect: []}
+"#;
+        let cases = parse("t.yaml", text).unwrap();
+        let base = Arc::new(policy::load_default(Timestamp(0)).unwrap().policy);
+        let failure = run(&cases[0], policy::DEFAULT_POLICY, &base)
+            .failure
+            .unwrap();
+        assert!(
+            failure.contains("expected {}, got {\"minimisation.prohibited\"}"),
+            "{failure}"
+        );
+        let bad = parse(
+            "t.yaml",
+            &text.replace("rule: minimisation.prohibited", "rule: minimisation.nope"),
+        )
+        .unwrap_err();
+        assert!(
+            bad.contains("t.yaml: case `wrong`: unknown RuleId `minimisation.nope`"),
+            "{bad}"
+        );
+        assert!(
+            parse("t.yaml", "cases: [{name: x, rule: sdk.unlisted}]")
+                .unwrap_err()
+                .contains("give either")
+        );
+    }
+
+    #[test]
+    fn overlays_merge_mappings_and_replace_the_rest() {
+        let merged = overlay("a: {b: 1, c: [1, 2]}\nd: 4\n", "a: {c: [3]}\n").unwrap();
+        let v: Value = serde_norway::from_str(&merged).unwrap();
+        assert_eq!(v["a"]["b"], Value::from(1));
+        assert_eq!(v["a"]["c"], serde_norway::from_str::<Value>("[3]").unwrap());
+        assert_eq!(v["d"], Value::from(4));
+    }
+}

@@ -1,13 +1,13 @@
 //! `shareaudit audit`: the engine over files.
 
 use super::{FOUND, INPUT_ERROR, OK};
-use crate::audit::{AuditContext, Engine};
 use crate::cli::AuditArgs;
-use crate::codec::{avro, json};
-use crate::consent::ConsentTable;
-use crate::model::{DataSharingEvent, Mode, Severity, Timestamp};
-use crate::policy::format_finding;
 use anyhow::{Context, Result};
+use shareaudit::audit::{AuditContext, Engine};
+use shareaudit::codec::{avro, json};
+use shareaudit::consent::ConsentTable;
+use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp};
+use shareaudit::policy::format_finding;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -52,8 +52,8 @@ fn is_avro(r: &mut Box<dyn BufRead>, format: &str) -> Result<bool> {
 fn records<T>(
     path: &Path,
     format: &str,
-    from_json: fn(&[u8]) -> Result<T, crate::codec::DecodeError>,
-    from_avro: fn(&apache_avro::types::Value) -> Result<T, crate::codec::DecodeError>,
+    from_json: fn(&[u8]) -> Result<T, shareaudit::codec::DecodeError>,
+    from_avro: fn(&apache_avro::types::Value) -> Result<T, shareaudit::codec::DecodeError>,
     schema: &'static apache_avro::Schema,
     mut each: impl FnMut(String, Result<T, String>) -> Result<()>,
 ) -> Result<()> {

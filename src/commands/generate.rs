@@ -2,8 +2,8 @@
 
 use super::OK;
 use crate::cli::GenerateArgs;
-use crate::generate::{self, Options};
 use anyhow::{Context, Result};
+use shareaudit::generate::{self, Options};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;

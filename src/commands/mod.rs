@@ -5,8 +5,8 @@ pub mod audit;
 pub mod generate;
 pub mod policy;
 
-use crate::model::Timestamp;
-use crate::policy::{self as pol, Loaded, PolicyError};
+use shareaudit::model::Timestamp;
+use shareaudit::policy::{self as pol, Loaded, PolicyError};
 use std::path::Path;
 
 /// Exit codes shared by the commands.
@@ -42,5 +42,7 @@ pub fn load_policy(
         }
     };
     let loaded = pol::load(&text, &name, now)?;
+    let v = &loaded.policy.version;
+    tracing::info!(policy = %name, version = %v.version, hash = %v.hash, warnings = loaded.warnings.len(), "policy loaded");
     Ok((loaded, text, name))
 }

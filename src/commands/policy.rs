@@ -1,10 +1,10 @@
 //! `shareaudit policy check | test | explain`.
 
 use super::{FOUND, INPUT_ERROR, OK};
-use crate::model::{RuleId, Timestamp};
-use crate::policy::format_finding;
-use crate::policytest;
 use anyhow::{Context, Result};
+use shareaudit::model::{RuleId, Timestamp};
+use shareaudit::policy::format_finding;
+use shareaudit::policytest;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
