@@ -247,6 +247,21 @@ impl G<'_> {
         }
     }
 
+    /// An event outside any order (affiliates, SDKs, partners, authorities).
+    fn direct(
+        &mut self,
+        to: (&str, RecipientCategory),
+        purpose: Purpose,
+        basis: LegalBasis,
+        user: String,
+        data: Vec<DataItem>,
+    ) -> DataSharingEvent {
+        let mut e = self.base(to.0, to.1, purpose, basis, user);
+        e.order = None;
+        e.data = data;
+        e
+    }
+
     fn delivery(&mut self, user: String) -> DataSharingEvent {
         let carrier = self.pick(&["sf-express", "zto-express"]);
         let mut e = self.base(
@@ -335,37 +350,30 @@ impl G<'_> {
                 ];
                 e
             }
-            76..=85 => {
-                let mut e = self.base(
-                    "ks-tech",
-                    RecipientCategory::Affiliate,
-                    Purpose::PersonalizedRecommendation,
-                    LegalBasis::Consent,
-                    user.clone(),
-                );
-                e.order = None;
-                e.data = vec![
+            76..=85 => self.direct(
+                ("ks-tech", RecipientCategory::Affiliate),
+                Purpose::PersonalizedRecommendation,
+                LegalBasis::Consent,
+                user.clone(),
+                vec![
                     item("uid", Some("account.user_id"), user),
                     item("interest_labels", None, "[美妆, 运动, 母婴]"),
                     item("device_model", None, "Mi 13"),
-                ];
-                e
-            }
+                ],
+            ),
             86..=91 => {
-                let mut e = self.base(
-                    "getui-sdk",
-                    RecipientCategory::ThirdPartySdk,
+                let mut e = self.direct(
+                    ("getui-sdk", RecipientCategory::ThirdPartySdk),
                     Purpose::SdkFunctionality,
                     LegalBasis::Consent,
                     user,
+                    vec![
+                        item("device_model", None, "Mi 13"),
+                        item("os_version", None, "Android 14"),
+                        item("network_type", None, "wifi"),
+                    ],
                 );
                 e.flow = Flow::SdkCollection;
-                e.order = None;
-                e.data = vec![
-                    item("device_model", None, "Mi 13"),
-                    item("os_version", None, "Android 14"),
-                    item("network_type", None, "wifi"),
-                ];
                 e
             }
             92..=95 => {
@@ -386,20 +394,18 @@ impl G<'_> {
             }
             _ => {
                 let verified = self.user(Kind::Verified);
-                let mut e = self.base(
-                    "nciic",
-                    RecipientCategory::IdentityVerifier,
+                let name = self.pick(NAMES);
+
+                self.direct(
+                    ("nciic", RecipientCategory::IdentityVerifier),
                     Purpose::RealNameVerification,
                     LegalBasis::Consent,
                     verified,
-                );
-                e.order = None;
-                let name = self.pick(NAMES);
-                e.data = vec![
-                    item("real_name", None, name),
-                    item("id_no", None, "440306199001011236"),
-                ];
-                e
+                    vec![
+                        item("real_name", None, name),
+                        item("id_no", None, "440306199001011236"),
+                    ],
+                )
             }
         }
     }
@@ -427,19 +433,17 @@ impl G<'_> {
                 (e, vec!["transport.unencrypted"])
             }
             3 => {
-                let mut e = self.base(
-                    "overseas-analytics",
-                    RecipientCategory::AuthorizedPartner,
+                let mut e = self.direct(
+                    ("overseas-analytics", RecipientCategory::AuthorizedPartner),
                     Purpose::Analytics,
                     LegalBasis::Consent,
                     user.clone(),
+                    vec![
+                        item("uid", Some("account.user_id"), user),
+                        item("search_query", None, "蓝牙耳机"),
+                    ],
                 );
                 e.recipient.region = "US".into();
-                e.order = None;
-                e.data = vec![
-                    item("uid", Some("account.user_id"), user),
-                    item("search_query", None, "蓝牙耳机"),
-                ];
                 (e, vec!["cross_border.prohibited"])
             }
             4 => {
@@ -484,31 +488,27 @@ impl G<'_> {
                 (e, vec!["recipient.unregistered"])
             }
             10 => {
-                let mut e = self.base(
-                    "shady-sdk",
-                    RecipientCategory::ThirdPartySdk,
+                let mut e = self.direct(
+                    ("shady-sdk", RecipientCategory::ThirdPartySdk),
                     Purpose::SdkFunctionality,
                     LegalBasis::Consent,
                     user,
+                    vec![item("device_model", None, "Mi 13")],
                 );
                 e.flow = Flow::SdkCollection;
-                e.order = None;
-                e.data = vec![item("device_model", None, "Mi 13")];
                 (e, vec!["sdk.unlisted"])
             }
             11 => {
-                let mut e = self.base(
-                    "partner-insights",
-                    RecipientCategory::AuthorizedPartner,
+                let e = self.direct(
+                    ("partner-insights", RecipientCategory::AuthorizedPartner),
                     Purpose::Analytics,
                     LegalBasis::Consent,
                     user.clone(),
+                    vec![
+                        item("uid", Some("account.user_id"), user),
+                        item("cart_items", None, "[sku-1]"),
+                    ],
                 );
-                e.order = None;
-                e.data = vec![
-                    item("uid", Some("account.user_id"), user),
-                    item("cart_items", None, "[sku-1]"),
-                ];
                 (e, vec!["partner.no_agreement"])
             }
             12 => {
@@ -523,18 +523,16 @@ impl G<'_> {
                 (e, vec!["purpose.undeclared"])
             }
             14 => {
-                let mut e = self.base(
-                    "ks-tech",
-                    RecipientCategory::Affiliate,
+                let e = self.direct(
+                    ("ks-tech", RecipientCategory::Affiliate),
                     Purpose::PersonalizedRecommendation,
                     LegalBasis::Consent,
                     user.clone(),
+                    vec![
+                        item("uid", Some("account.user_id"), user),
+                        item("watch_history", None, "[v-1, v-2, v-3]"),
+                    ],
                 );
-                e.order = None;
-                e.data = vec![
-                    item("uid", Some("account.user_id"), user),
-                    item("watch_history", None, "[v-1, v-2, v-3]"),
-                ];
                 (e, vec!["affiliate.sensitive_without_reconsent"])
             }
             15 => {
@@ -549,32 +547,31 @@ impl G<'_> {
                 (e, vec!["merchant.foreign_order"])
             }
             16 => {
-                let mut e = self.base(
-                    "public",
-                    RecipientCategory::Public,
+                let mut e = self.direct(
+                    ("public", RecipientCategory::Public),
                     Purpose::UserRequestedDisclosure,
                     LegalBasis::Consent,
                     user,
+                    vec![item("review_text", None, "质量很好，物流很快")],
                 );
                 e.flow = Flow::PublicDisclosure;
-                e.order = None;
-                e.data = vec![item("review_text", None, "质量很好，物流很快")];
                 (
                     e,
                     vec!["disclosure.without_consent", "minimisation.not_necessary"],
                 )
             }
             _ => {
-                let mut e = self.base(
-                    "public-security-bureau",
-                    RecipientCategory::GovernmentAuthority,
+                let name = self.pick(NAMES);
+                let e = self.direct(
+                    (
+                        "public-security-bureau",
+                        RecipientCategory::GovernmentAuthority,
+                    ),
                     Purpose::LegalRequest,
                     LegalBasis::LegalCompulsion,
                     user,
+                    vec![item("receiver_name", Some("contact.recipient_name"), name)],
                 );
-                e.order = None;
-                let name = self.pick(NAMES);
-                e.data = vec![item("receiver_name", Some("contact.recipient_name"), name)];
                 (
                     e,
                     vec![

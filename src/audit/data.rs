@@ -196,6 +196,15 @@ fn covered(f: &Facts<'_>, scope: ConsentScope, c: CatId) -> bool {
         .any(|s| s.purpose.is_none_or(|p| p == f.event.purpose) && s.covers_category(name))
 }
 
+/// The categories of `cats` that no valid separate consent of `scope` covers.
+fn uncovered(f: &Facts<'_>, scope: ConsentScope, cats: CatSet) -> CatSet {
+    let mut missing = CatSet::EMPTY;
+    for c in cats.iter().filter(|c| !covered(f, scope, *c)) {
+        missing.insert(c);
+    }
+    missing
+}
+
 /// The sensitive categories of the event that a rule about consent looks at:
 /// not credentials (their own rule) and not never-listed (prohibited anyway).
 fn sensitive_sent(f: &Facts<'_>) -> CatSet {
@@ -215,13 +224,11 @@ fn sensitive_without_consent(f: &Facts<'_>) -> Option<Finding> {
     {
         return None;
     }
-    let candidates = sensitive_sent(f).intersect(permitted(f));
-    let mut missing = CatSet::EMPTY;
-    for c in candidates.iter() {
-        if !covered(f, ConsentScope::Sensitive, c) {
-            missing.insert(c);
-        }
-    }
+    let missing = uncovered(
+        f,
+        ConsentScope::Sensitive,
+        sensitive_sent(f).intersect(permitted(f)),
+    );
     (!missing.is_empty()).then(|| {
         Finding::new(
             RuleId::SensitiveNoSeparateConsent,
@@ -246,12 +253,7 @@ fn affiliate_sensitive(f: &Facts<'_>) -> Option<Finding> {
     {
         return None;
     }
-    let mut missing = CatSet::EMPTY;
-    for c in sensitive_sent(f).iter() {
-        if !covered(f, ConsentScope::AffiliateSensitive, c) {
-            missing.insert(c);
-        }
-    }
+    let missing = uncovered(f, ConsentScope::AffiliateSensitive, sensitive_sent(f));
     (!missing.is_empty()).then(|| {
         Finding::new(
             RuleId::AffiliateSensitiveWithoutReconsent,
