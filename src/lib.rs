@@ -9,7 +9,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`model`] | the contract (`event-model.md`): `DataSharingEvent`, `ConsentState`, `Violation`, their vocabularies and validation with field paths |
-//! | [`codec`] | bytes <-> model: JSON lines (simd-json fast path, serde_json explains failures) and Avro (`schemas/*.avsc`) |
+//! | [`codec`] | bytes <-> model: JSON lines (simd-json's tape walked into the model; serde_json decides and explains whatever that path doubts) and Avro (`schemas/*.avsc`) |
 //! | [`policy`] | the policy file people edit (YAML): parse, validate with line and column, compile to bit sets; the embedded default |
 //! | [`detect`] | content detectors: ID numbers, phones, bank cards, e-mail, passports, USCC, IMEI, MAC, GPS in free text |
 //! | [`consent`] | the consent table: each user's recent states, looked up as of the event's time |

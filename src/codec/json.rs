@@ -1,37 +1,54 @@
 //! The JSON form of `event-model.md`: one record per line.
 //!
-//! The fast path is one typed parse with simd-json (SIMD string scanning and
-//! UTF-8 validation: strings are most of an event). When it fails, serde_json
+//! The fast path parses with simd-json (SIMD structure, string and UTF-8
+//! scanning: strings are most of an event) and, for events, walks its tape
+//! straight into the model (`fast.rs`). When it fails, serde_json
 //! parses the record again, so what is accepted is what serde_json accepts,
 //! and a failure is explained with serde_json's line and column and, field
 //! by field, every top-level field that is wrong (and the first problem
 //! inside each) with its path, not just the first one serde met.
 
-use super::DecodeError;
+use super::{DecodeError, fast};
 use crate::model::{ConsentState, DataSharingEvent, Problems};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+use simd_json::tape::Tape;
 use std::cell::RefCell;
 
-thread_local! {
-    /// A copy of the record (simd-json parses in place) and simd-json's buffers, reused.
-    static SCRATCH: RefCell<(Vec<u8>, simd_json::Buffers)> = RefCell::new((Vec::new(), simd_json::Buffers::new(4096)));
+/// Per thread: a padded copy of the record (simd-json parses in place),
+/// simd-json's buffers, and a tape to reuse, so the fast path allocates
+/// nothing but the model's own strings.
+struct Scratch {
+    buf: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: Option<Tape<'static>>,
 }
 
-/// The fast path: `None` when simd-json does not accept the record.
-fn fast<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch { buf: Vec::new(), buffers: simd_json::Buffers::new(4096), tape: None });
+}
+
+/// The fast path for events: simd-json's tape walked into the model
+/// (`fast.rs`). `None` hands the record to serde_json.
+fn fast_event(bytes: &[u8]) -> Option<DataSharingEvent> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let (buf, buffers) = &mut *scratch;
+        let Scratch { buf, buffers, tape } = &mut *scratch;
         buf.clear();
         buf.extend_from_slice(bytes);
-        simd_json::serde::from_slice_with_buffers(buf, buffers).ok()
+        buf.resize(bytes.len() + simd_json::INPUT_PADDING, b' ');
+        let mut t = tape.take().unwrap_or_else(Tape::null).reset();
+        let event = simd_json::fill_tape_padded(buf, bytes.len(), buffers, &mut t)
+            .ok()
+            .and_then(|()| fast::event(t.as_value()));
+        *tape = Some(t.reset());
+        event
     })
 }
 
 /// Decodes and validates one event.
 pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
-    if let Some(event) = fast::<DataSharingEvent>(bytes) {
+    if let Some(event) = fast_event(bytes) {
         return event
             .problems()
             .into_result()

@@ -2,6 +2,7 @@
 //! beyond the reader handed in.
 
 pub mod avro;
+mod fast;
 pub mod json;
 
 use crate::model::Problems;

@@ -134,7 +134,10 @@ pub fn scan(value: &str, field: &str, today: Date, allow: &FxHashSet<String>) ->
     }
     // Every detector needs six digits, an `@`, or (a bare MAC under a MAC-ish
     // field) twelve hex digits.
-    let bare_hex = text.trim().len() == 12 && text.trim().bytes().all(|c| c.is_ascii_hexdigit());
+    let bare_hex = (12..=16).contains(&text.len()) && {
+        let t = text.trim();
+        t.len() == 12 && t.bytes().all(|c| c.is_ascii_hexdigit())
+    };
     if digits < 6 && flags & AT == 0 && !bare_hex {
         return hits;
     }
