@@ -36,6 +36,7 @@ pub mod codec;
 pub mod consent;
 pub mod detect;
 pub mod generate;
+pub mod kafka;
 pub mod model;
 pub mod policy;
 pub mod policytest;

@@ -4,6 +4,7 @@
 pub mod avro;
 mod fast;
 pub mod json;
+pub mod wire;
 
 use crate::model::Problems;
 use thiserror::Error;
@@ -31,6 +32,12 @@ pub enum DecodeError {
     /// A schema itself is broken.
     #[error("schema error: {0}")]
     Schema(String),
+    /// The bytes are in no framing shareaudit reads.
+    #[error("framing error: {0}")]
+    Framing(String),
+    /// The record names a writer schema nobody knows.
+    #[error("unknown writer schema: {0}")]
+    UnknownSchema(String),
 }
 
 impl DecodeError {
@@ -42,6 +49,8 @@ impl DecodeError {
             DecodeError::Invalid(_) => "invalid",
             DecodeError::Avro(_) => "avro",
             DecodeError::Schema(_) => "schema",
+            DecodeError::Framing(_) => "framing",
+            DecodeError::UnknownSchema(_) => "unknown_schema",
         }
     }
 }

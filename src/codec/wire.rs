@@ -1,0 +1,225 @@
+//! How a Kafka record's bytes are framed, told from its first bytes:
+//!
+//! - Confluent wire format: magic byte `0`, a 4-byte big-endian schema id,
+//!   then an Avro datum written with that schema (resolved through a schema
+//!   registry, or a local table of ids);
+//! - Avro single-object encoding: `C3 01`, the writer schema's 8-byte
+//!   CRC-64-AVRO (Rabin) fingerprint, then the datum;
+//! - JSON: the first non-blank byte is `{`.
+//!
+//! The writer's schema is resolved against ours, so a producer on an older
+//! or newer schema within Avro's compatibility rules still decodes.
+
+use super::{DecodeError, avro, json};
+use crate::model::DataSharingEvent;
+use apache_avro::Schema;
+use apache_avro::rabin::Rabin;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+/// A record's framing, and the bytes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Confluent { schema_id: u32 },
+    SingleObject { fingerprint: [u8; 8] },
+    Json,
+}
+
+/// Tells the framing of `bytes` and returns the body after the header.
+pub fn framing(bytes: &[u8]) -> Result<(Framing, &[u8]), DecodeError> {
+    match bytes {
+        [0, a, b, c, d, body @ ..] => Ok((
+            Framing::Confluent {
+                schema_id: u32::from_be_bytes([*a, *b, *c, *d]),
+            },
+            body,
+        )),
+        [0xC3, 0x01, f @ ..] if f.len() >= 8 => {
+            let mut fp = [0u8; 8];
+            fp.copy_from_slice(&f[..8]);
+            Ok((Framing::SingleObject { fingerprint: fp }, &f[8..]))
+        }
+        _ if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') => {
+            Ok((Framing::Json, bytes))
+        }
+        [] => Err(DecodeError::Framing("empty record".into())),
+        [first, ..] => Err(DecodeError::Framing(format!(
+            "unknown framing: first byte {first:#04x} is neither the Confluent magic byte 0, the single-object marker C3 01, nor `{{`"
+        ))),
+    }
+}
+
+/// Where writer schemas are found: by Confluent schema id, by fingerprint.
+pub trait SchemaLookup {
+    /// `Ok(None)`: no such id. `Err`: the lookup itself failed (registry down):
+    /// the record is not a dead letter, the pipeline must retry.
+    fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError>;
+    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>>;
+}
+
+/// Schemas known without a registry: ours, by fingerprint, and any ids an
+/// operator maps to schema files.
+#[derive(Default)]
+pub struct LocalSchemas {
+    ids: FxHashMap<u32, Arc<Schema>>,
+    fingerprints: FxHashMap<[u8; 8], Arc<Schema>>,
+}
+
+/// The Rabin fingerprint of a schema, as single-object headers carry it.
+pub fn fingerprint(schema: &Schema) -> [u8; 8] {
+    let bytes = schema.fingerprint::<Rabin>().bytes;
+    let mut fp = [0u8; 8];
+    for (d, s) in fp.iter_mut().zip(bytes) {
+        *d = s;
+    }
+    fp
+}
+
+impl LocalSchemas {
+    /// Our event schema, known by its fingerprint.
+    pub fn ours() -> Result<LocalSchemas, DecodeError> {
+        let mut s = LocalSchemas::default();
+        s.add_fingerprint(Arc::new(avro::schemas()?.event.clone()));
+        Ok(s)
+    }
+
+    pub fn add_fingerprint(&mut self, schema: Arc<Schema>) {
+        self.fingerprints.insert(fingerprint(&schema), schema);
+    }
+
+    /// Maps a Confluent schema id to a schema (and knows its fingerprint too).
+    pub fn add_id(&mut self, id: u32, schema: Arc<Schema>) {
+        self.add_fingerprint(Arc::clone(&schema));
+        self.ids.insert(id, schema);
+    }
+}
+
+impl SchemaLookup for LocalSchemas {
+    fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError> {
+        Ok(self.ids.get(&id).cloned())
+    }
+
+    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>> {
+        self.fingerprints.get(fingerprint).cloned()
+    }
+}
+
+/// Decodes an event in whichever framing it comes.
+pub fn decode_event(
+    bytes: &[u8],
+    schemas: &dyn SchemaLookup,
+) -> Result<DataSharingEvent, DecodeError> {
+    match framing(bytes)? {
+        (Framing::Json, body) => json::decode_event(body),
+        (Framing::Confluent { schema_id }, body) => match schemas.by_id(schema_id)? {
+            Some(writer) => avro::decode_event(body, Some(&writer)),
+            None => Err(DecodeError::UnknownSchema(format!("schema id {schema_id}"))),
+        },
+        (Framing::SingleObject { fingerprint }, body) => match schemas.by_fingerprint(&fingerprint)
+        {
+            Some(writer) => avro::decode_event(body, Some(&writer)),
+            None => Err(DecodeError::UnknownSchema(format!(
+                "fingerprint {}",
+                crate::audit::hex(&fingerprint)
+            ))),
+        },
+    }
+}
+
+/// Frames an Avro datum in the Confluent wire format.
+pub fn confluent(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Frames an Avro datum in the single-object encoding.
+pub fn single_object(schema: &Schema, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10 + datum.len());
+    out.extend_from_slice(&[0xC3, 0x01]);
+    out.extend_from_slice(&fingerprint(schema));
+    out.extend_from_slice(datum);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate;
+
+    fn event() -> DataSharingEvent {
+        generate::events(&generate::Options::default(), 1)
+            .remove(0)
+            .event
+    }
+
+    #[test]
+    fn each_framing_is_told_from_the_first_bytes_and_decodes() {
+        let e = event();
+        let ours = &avro::schemas().unwrap().event;
+        let datum = avro::encode_event(&e).unwrap();
+        let mut local = LocalSchemas::ours().unwrap();
+        local.add_id(7, Arc::new(ours.clone()));
+
+        let c = confluent(7, &datum);
+        assert_eq!(framing(&c).unwrap().0, Framing::Confluent { schema_id: 7 });
+        assert_eq!(decode_event(&c, &local).unwrap(), e);
+
+        let s = single_object(ours, &datum);
+        assert_eq!(decode_event(&s, &local).unwrap(), e);
+
+        let j = serde_json::to_vec(&e).unwrap();
+        assert_eq!(framing(&j).unwrap().0, Framing::Json);
+        assert_eq!(decode_event(&j, &local).unwrap(), e);
+        let padded = [b"  \n".as_slice(), &j].concat();
+        assert_eq!(decode_event(&padded, &local).unwrap(), e);
+    }
+
+    #[test]
+    fn single_object_matches_apache_avro_s_own_writer() {
+        let e = event();
+        let ours = &avro::schemas().unwrap().event;
+        let mut w = apache_avro::GenericSingleObjectWriter::new_with_capacity(ours, 1024).unwrap();
+        let mut theirs = Vec::new();
+        w.write_value(avro::event_to_value(&e), &mut theirs)
+            .unwrap();
+        assert_eq!(
+            theirs,
+            single_object(ours, &avro::encode_event(&e).unwrap())
+        );
+    }
+
+    #[test]
+    fn poison_is_classified_not_panicked_on() {
+        let local = LocalSchemas::ours().unwrap();
+        let e = event();
+        let datum = avro::encode_event(&e).unwrap();
+        let class = |b: &[u8]| decode_event(b, &local).unwrap_err().class();
+        assert_eq!(class(b""), "framing");
+        assert_eq!(class(&[0x17, 0x99, 0x01]), "framing", "random bytes");
+        assert_eq!(class(&confluent(99, &datum)), "unknown_schema");
+        assert_eq!(
+            class(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 0]),
+            "unknown_schema"
+        );
+        assert_eq!(class(&[0, 0, 0]), "framing", "too short for a schema id");
+        let mut bad = e.clone();
+        bad.record_count = 0;
+        let mut local7 = LocalSchemas::ours().unwrap();
+        local7.add_id(7, Arc::new(avro::schemas().unwrap().event.clone()));
+        assert_eq!(
+            decode_event(&confluent(7, &avro::encode_event(&bad).unwrap()), &local7)
+                .unwrap_err()
+                .class(),
+            "invalid"
+        );
+        assert_eq!(
+            decode_event(&confluent(7, &datum[..datum.len() / 2]), &local7)
+                .unwrap_err()
+                .class(),
+            "avro"
+        );
+    }
+}
