@@ -20,6 +20,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: a consumer-group member that audits every event of the topic.
+    Run(RunArgs),
+    /// Everything on one machine, no Kafka installed: an embedded cluster,
+    /// generated traffic, the daemon, its metrics, a live summary.
+    Demo(DemoArgs),
     /// Audit events from files (JSON lines or Avro container files) offline.
     Audit(AuditArgs),
     /// Check, test or explain a policy.
@@ -96,6 +101,93 @@ pub enum PolicyCommand {
     },
 }
 
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// A settings file (YAML); flags and environment variables override it.
+    #[arg(long, env = "SHAREAUDIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[arg(long, env = "SHAREAUDIT_BROKERS")]
+    pub brokers: Option<String>,
+    #[arg(long, env = "SHAREAUDIT_GROUP_ID")]
+    pub group_id: Option<String>,
+    #[arg(long, env = "SHAREAUDIT_EVENTS_TOPIC")]
+    pub events_topic: Option<String>,
+    #[arg(long, env = "SHAREAUDIT_CONSENT_TOPIC")]
+    pub consent_topic: Option<String>,
+    #[arg(long, env = "SHAREAUDIT_VIOLATIONS_TOPIC")]
+    pub violations_topic: Option<String>,
+    #[arg(long, env = "SHAREAUDIT_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// json or avro, for the violations written.
+    #[arg(long, env = "SHAREAUDIT_OUTPUT_FORMAT")]
+    pub output_format: Option<String>,
+    /// Frame Avro violations in the Confluent format with this schema id.
+    #[arg(long)]
+    pub violation_schema_id: Option<u32>,
+    #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// The policy file (watched, and reloaded on SIGHUP); the embedded default when not given.
+    #[arg(long, env = "SHAREAUDIT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// The key of subject_ref: a file holding it (or SHAREAUDIT_HMAC_KEY holding the key itself).
+    #[arg(long, env = "SHAREAUDIT_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// Address of /metrics, /healthz, /readyz.
+    #[arg(long, env = "SHAREAUDIT_LISTEN")]
+    pub listen: Option<String>,
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
+    #[arg(long)]
+    pub drain_timeout_ms: Option<u64>,
+    #[arg(long)]
+    pub commit_interval_ms: Option<u64>,
+    /// A librdkafka property, passed through (repeatable): -X security.protocol=SASL_SSL
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = shareaudit::config::parse_property)]
+    pub librdkafka: Vec<(String, String)>,
+}
+
+impl RunArgs {
+    pub fn to_raw(&self) -> shareaudit::config::RawSettings {
+        shareaudit::config::RawSettings {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            topics: shareaudit::config::RawTopics {
+                events: self.events_topic.clone(),
+                consent: self.consent_topic.clone(),
+                violations: self.violations_topic.clone(),
+                dead_letters: self.dead_letter_topic.clone(),
+            },
+            output_format: self.output_format.clone(),
+            violation_schema_id: self.violation_schema_id,
+            schema_registry_url: self.schema_registry_url.clone(),
+            policy: self.policy.clone(),
+            hmac_key_file: self.hmac_key_file.clone(),
+            listen: self.listen.clone(),
+            max_in_flight: self.max_in_flight,
+            drain_timeout_ms: self.drain_timeout_ms,
+            commit_interval_ms: self.commit_interval_ms,
+            librdkafka: self.librdkafka.iter().cloned().collect(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Events per second the generator produces.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Address of /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub listen: String,
+    /// A policy file to audit with (watched and reloaded); the embedded default otherwise.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// How many events.
@@ -109,9 +201,28 @@ pub struct GenerateArgs {
     /// Share of violating events, 0.0 to 1.0.
     #[arg(long, default_value_t = 0.15)]
     pub violation_share: f64,
-    /// Events as JSON lines.
+    /// Events as JSON lines (offline); or, with --brokers, nothing.
+    #[arg(long, required_unless_present = "brokers")]
+    pub events: Option<std::path::PathBuf>,
+    /// Produce to a cluster instead of files: consent states, then events.
     #[arg(long)]
-    pub events: std::path::PathBuf,
+    pub brokers: Option<String>,
+    /// With --brokers: events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// With --brokers: poison records mixed in (random bytes, wrong magic, unknown schema id, invalid).
+    #[arg(long, default_value_t = 0)]
+    pub poison: usize,
+    /// With --brokers: confluent (schema id 1), single-object or json.
+    #[arg(long, default_value = "confluent", value_parser = ["confluent", "single-object", "json"])]
+    pub framing: String,
+    #[arg(long, default_value = "privacy.sharing-events")]
+    pub events_topic: String,
+    #[arg(long, default_value = "privacy.consent-state")]
+    pub consent_topic: String,
+    /// librdkafka properties for the producer (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = shareaudit::config::parse_property)]
+    pub librdkafka: Vec<(String, String)>,
     /// Consent states of the pool as JSON lines.
     #[arg(long)]
     pub state: Option<std::path::PathBuf>,

@@ -33,10 +33,13 @@
 
 pub mod audit;
 pub mod codec;
+pub mod config;
 pub mod consent;
 pub mod detect;
 pub mod generate;
 pub mod kafka;
 pub mod model;
+pub mod pipeline;
 pub mod policy;
 pub mod policytest;
+pub mod telemetry;

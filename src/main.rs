@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         .init();
 
     let result = match &cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Demo(args) => commands::demo::run(args),
         Command::Audit(args) => commands::audit::run(args),
         Command::Policy(PolicyCommand::Check { file }) => commands::policy::check(file.as_deref()),
         Command::Policy(PolicyCommand::Test {

@@ -4,6 +4,7 @@
 pub mod avro;
 mod fast;
 pub mod json;
+pub mod registry;
 pub mod wire;
 
 use crate::model::Problems;
@@ -38,6 +39,9 @@ pub enum DecodeError {
     /// The record names a writer schema nobody knows.
     #[error("unknown writer schema: {0}")]
     UnknownSchema(String),
+    /// The schema registry could not be asked: transient, the record is retried, not dead-lettered.
+    #[error("schema registry unavailable: {0}")]
+    Registry(String),
 }
 
 impl DecodeError {
@@ -51,6 +55,7 @@ impl DecodeError {
             DecodeError::Schema(_) => "schema",
             DecodeError::Framing(_) => "framing",
             DecodeError::UnknownSchema(_) => "unknown_schema",
+            DecodeError::Registry(_) => "registry",
         }
     }
 }

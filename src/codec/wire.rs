@@ -76,10 +76,11 @@ pub fn fingerprint(schema: &Schema) -> [u8; 8] {
 }
 
 impl LocalSchemas {
-    /// Our event schema, known by its fingerprint.
+    /// Our event and consent schemas, known by their fingerprints.
     pub fn ours() -> Result<LocalSchemas, DecodeError> {
         let mut s = LocalSchemas::default();
         s.add_fingerprint(Arc::new(avro::schemas()?.event.clone()));
+        s.add_fingerprint(Arc::new(avro::schemas()?.consent.clone()));
         Ok(s)
     }
 
@@ -118,6 +119,29 @@ pub fn decode_event(
         (Framing::SingleObject { fingerprint }, body) => match schemas.by_fingerprint(&fingerprint)
         {
             Some(writer) => avro::decode_event(body, Some(&writer)),
+            None => Err(DecodeError::UnknownSchema(format!(
+                "fingerprint {}",
+                crate::audit::hex(&fingerprint)
+            ))),
+        },
+    }
+}
+
+/// Decodes a consent state in whichever framing it comes (a tombstone, a
+/// null value, is the caller's to handle: it has no bytes).
+pub fn decode_consent(
+    bytes: &[u8],
+    schemas: &dyn SchemaLookup,
+) -> Result<crate::model::ConsentState, DecodeError> {
+    match framing(bytes)? {
+        (Framing::Json, body) => json::decode_consent(body),
+        (Framing::Confluent { schema_id }, body) => match schemas.by_id(schema_id)? {
+            Some(writer) => avro::decode_consent(body, Some(&writer)),
+            None => Err(DecodeError::UnknownSchema(format!("schema id {schema_id}"))),
+        },
+        (Framing::SingleObject { fingerprint }, body) => match schemas.by_fingerprint(&fingerprint)
+        {
+            Some(writer) => avro::decode_consent(body, Some(&writer)),
             None => Err(DecodeError::UnknownSchema(format!(
                 "fingerprint {}",
                 crate::audit::hex(&fingerprint)

@@ -2,8 +2,10 @@
 //! call the pure layers. Each returns the process exit code.
 
 pub mod audit;
+pub mod demo;
 pub mod generate;
 pub mod policy;
+pub mod run;
 
 use shareaudit::model::Timestamp;
 use shareaudit::policy::{self as pol, Loaded, PolicyError};

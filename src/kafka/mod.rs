@@ -1,5 +1,151 @@
 //! Kafka: where records come from and where verdicts go. Only this module
-//! will know librdkafka; for now it holds the broker-independent parts the
-//! daemon is built on.
+//! knows librdkafka; the pipeline speaks of records, outputs and
+//! acknowledgements.
+//!
+//! - [`source`]: the consumer-group member (manual offset commits of the
+//!   contiguous acknowledged prefix; on revoke: drain, commit, let go).
+//! - [`sink`]: the idempotent producer (`acks=all`) whose delivery reports
+//!   acknowledge or fail outputs in the [`Progress`].
+//! - [`consent`]: reads the compacted consent topic into the table.
+//! - [`watermark`]: the per-partition commit watermark.
 
+pub mod consent;
+pub mod sink;
+pub mod source;
+pub mod traffic;
 pub mod watermark;
+
+use crate::config::Settings;
+use crate::telemetry::Metrics;
+use rdkafka::ClientConfig;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use watermark::Watermark;
+
+/// A record of the event topic, owned (no librdkafka buffer is held while
+/// its outputs are in flight).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    /// The record's own headers, carried into a dead letter.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Which record an output belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    pub partition: i32,
+    pub offset: i64,
+    /// For violations: when the event happened (for event-to-alert latency).
+    pub occurred_at_ms: Option<i64>,
+}
+
+/// A record to produce: a violation or a dead letter.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub topic: String,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// An output whose delivery failed, to be sent again.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub ticket: Ticket,
+    pub output: Output,
+}
+
+/// What the consumer thread and the producer's delivery reports share.
+pub struct Progress {
+    marks: Mutex<Marks>,
+    changed: Condvar,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+pub struct Marks {
+    pub by_partition: BTreeMap<i32, Watermark>,
+    /// The last offset committed, per partition.
+    pub committed: BTreeMap<i32, i64>,
+    pub retries: Vec<Retry>,
+}
+
+impl Marks {
+    pub fn in_flight(&self) -> usize {
+        self.by_partition.values().map(Watermark::in_flight).sum()
+    }
+
+    /// Partitions whose watermark passed their last commit: (partition, offset to commit).
+    pub fn to_commit(&self) -> Vec<(i32, i64)> {
+        self.by_partition
+            .iter()
+            .filter_map(|(p, w)| {
+                w.commit_offset()
+                    .filter(|o| self.committed.get(p).is_none_or(|c| o > c))
+                    .map(|o| (*p, o))
+            })
+            .collect()
+    }
+}
+
+impl Progress {
+    pub fn new(metrics: Arc<Metrics>) -> Progress {
+        Progress {
+            marks: Mutex::new(Marks::default()),
+            changed: Condvar::new(),
+            metrics,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn notify(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Waits until `done` holds or `deadline` passes; true if it holds.
+    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut(&Marks) -> bool) -> bool {
+        let mut marks = self.lock();
+        loop {
+            if done(&marks) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let wait = (deadline - now).min(Duration::from_millis(50));
+            marks = self
+                .changed
+                .wait_timeout(marks, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// Sets `key` unless the operator's passthrough already did.
+pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
+    if c.get(key).is_none() {
+        c.set(key, value);
+    }
+}
+
+/// The librdkafka configuration common to shareaudit's clients: the brokers,
+/// then the operator's passthrough (TLS, SASL, tuning).
+pub fn client_config(settings: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers);
+    for (k, v) in &settings.librdkafka {
+        c.set(k, v);
+    }
+    c
+}

@@ -1,0 +1,103 @@
+//! `shareaudit run`: the daemon.
+
+use super::{INPUT_ERROR, OK};
+use crate::cli::RunArgs;
+use anyhow::{Context, Result};
+use shareaudit::audit::Engine;
+use shareaudit::codec::registry::Registry;
+use shareaudit::codec::wire::{LocalSchemas, SchemaLookup};
+use shareaudit::config::{RawSettings, Settings};
+use shareaudit::model::Timestamp;
+use shareaudit::pipeline::{Control, Pipeline};
+use shareaudit::policy::format_finding;
+use shareaudit::telemetry::{Metrics, http};
+use std::sync::Arc;
+
+/// The HMAC key: SHAREAUDIT_HMAC_KEY, or the file the settings name.
+pub fn hmac_key(settings: &Settings) -> Result<Vec<u8>> {
+    if let Ok(k) = std::env::var("SHAREAUDIT_HMAC_KEY")
+        && !k.is_empty()
+    {
+        return Ok(k.into_bytes());
+    }
+    let Some(path) = &settings.hmac_key_file else {
+        anyhow::bail!(
+            "no HMAC key for subject_ref: set SHAREAUDIT_HMAC_KEY or --hmac-key-file (a Kubernetes Secret)"
+        );
+    };
+    let mut key = std::fs::read(path)
+        .with_context(|| format!("cannot read HMAC key file {}", path.display()))?;
+    while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        key.pop();
+    }
+    anyhow::ensure!(!key.is_empty(), "HMAC key file {} is empty", path.display());
+    Ok(key)
+}
+
+/// Our schemas, ids mapped to schema files, and the registry if configured.
+pub fn schemas(settings: &Settings) -> Result<Box<dyn SchemaLookup + Send>> {
+    let mut local = LocalSchemas::ours()?;
+    for (id, path) in &settings.schema_ids {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("schema id {id}: cannot read {}", path.display()))?;
+        let schema = apache_avro::Schema::parse_str(&text)
+            .with_context(|| format!("schema id {id}: {}", path.display()))?;
+        local.add_id(*id, Arc::new(schema));
+    }
+    Ok(match &settings.schema_registry_url {
+        Some(url) => Box::new(Registry::new(url, local)),
+        None => Box::new(local),
+    })
+}
+
+/// SIGTERM and SIGINT stop (drain, commit, exit 0); SIGHUP reloads the policy.
+pub fn signals(control: &Control) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::flag::register(SIGTERM, Arc::clone(&control.shutdown))?;
+    signal_hook::flag::register(SIGINT, Arc::clone(&control.shutdown))?;
+    signal_hook::flag::register(SIGHUP, Arc::clone(&control.reload))?;
+    Ok(())
+}
+
+pub fn run(args: &RunArgs) -> Result<i32> {
+    let file = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read settings {}", p.display()))?;
+            RawSettings::from_yaml(&text, &p.display().to_string())?
+        }
+        None => RawSettings::default(),
+    };
+    let settings = match Settings::from_raw(file.merge(args.to_raw())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shareaudit run: {e}");
+            return Ok(INPUT_ERROR);
+        }
+    };
+    let (loaded, _, name) = match super::load_policy(settings.policy.as_deref(), Timestamp::now()) {
+        Ok(x) => x,
+        Err(e) => {
+            eprint!("{e}");
+            return Ok(INPUT_ERROR);
+        }
+    };
+    for w in &loaded.warnings {
+        tracing::warn!(finding = %format_finding(&name, w), "policy warning");
+    }
+    let key = hmac_key(&settings)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let control = Control::default();
+    signals(&control)?;
+    let server = http::Server::start(
+        &settings.listen,
+        Arc::clone(&metrics),
+        Arc::clone(&control.ready),
+    )
+    .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(listen = %server.addr, brokers = %settings.brokers, group = %settings.group_id, "shareaudit running");
+    let engine = Engine::new(Arc::new(loaded.policy), &key);
+    let lookup = schemas(&settings)?;
+    Pipeline::new(settings, engine, lookup, metrics, control)?.run()?;
+    Ok(OK)
+}

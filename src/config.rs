@@ -1,0 +1,248 @@
+//! The daemon's settings, in two stages: `RawSettings` (what a file, the
+//! environment and flags say; every field optional) merged in that order,
+//! then validated into `Settings` (every field decided).
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    pub brokers: Option<String>,
+    pub group_id: Option<String>,
+    #[serde(default)]
+    pub topics: RawTopics,
+    /// `json` or `avro` for the violations written.
+    pub output_format: Option<String>,
+    /// With `output_format: avro`: frame violations in the Confluent format
+    /// with this schema id (else Avro single-object encoding).
+    pub violation_schema_id: Option<u32>,
+    pub schema_registry_url: Option<String>,
+    /// Confluent schema id -> `.avsc` file, for producers' ids known without a registry.
+    #[serde(default)]
+    pub schema_ids: BTreeMap<u32, PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub hmac_key_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub commit_interval_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub policy_poll_ms: Option<u64>,
+    /// librdkafka properties passed through as they are (`-X key=value`),
+    /// TLS and SASL included (`security.protocol`, `ssl.ca.location`, `sasl.mechanisms`, ...).
+    #[serde(default)]
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopics {
+    pub events: Option<String>,
+    pub consent: Option<String>,
+    pub violations: Option<String>,
+    pub dead_letters: Option<String>,
+}
+
+impl RawSettings {
+    /// `over` wins where it says something; maps are merged key by key.
+    pub fn merge(mut self, over: RawSettings) -> RawSettings {
+        macro_rules! take {
+            ($($f:ident).+) => { if over.$($f).+.is_some() { self.$($f).+ = over.$($f).+.clone(); } };
+        }
+        take!(brokers);
+        take!(group_id);
+        take!(topics.events);
+        take!(topics.consent);
+        take!(topics.violations);
+        take!(topics.dead_letters);
+        take!(output_format);
+        take!(violation_schema_id);
+        take!(schema_registry_url);
+        take!(policy);
+        take!(hmac_key_file);
+        take!(listen);
+        take!(max_in_flight);
+        take!(commit_interval_ms);
+        take!(drain_timeout_ms);
+        take!(policy_poll_ms);
+        self.schema_ids.extend(over.schema_ids);
+        self.librdkafka.extend(over.librdkafka);
+        self
+    }
+
+    /// Parses a settings file (YAML).
+    pub fn from_yaml(text: &str, file: &str) -> Result<RawSettings, ConfigError> {
+        serde_norway::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
+            ConfigError(format!(
+                "{file}:{line}:{column}: {}",
+                e.to_string().split(" at line ").next().unwrap_or_default()
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputFormat {
+    Json,
+    /// Avro: Confluent-framed with this id, or single-object encoded.
+    Avro {
+        schema_id: Option<u32>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub events: String,
+    pub consent: String,
+    pub violations: String,
+    pub dead_letters: String,
+}
+
+/// Settings the daemon runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topics: Topics,
+    pub output: OutputFormat,
+    pub schema_registry_url: Option<String>,
+    pub schema_ids: BTreeMap<u32, PathBuf>,
+    pub policy: Option<PathBuf>,
+    pub hmac_key_file: Option<PathBuf>,
+    pub listen: String,
+    pub max_in_flight: usize,
+    pub commit_interval: Duration,
+    pub drain_timeout: Duration,
+    pub policy_poll: Duration,
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// `key=value` of a `-X` flag.
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not key=value")),
+    }
+}
+
+impl Settings {
+    pub fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        let Some(brokers) = raw.brokers.filter(|b| !b.trim().is_empty()) else {
+            return err(
+                "no brokers: give --brokers, SHAREAUDIT_BROKERS or `brokers:` in the settings file"
+                    .into(),
+            );
+        };
+        let output = match raw.output_format.as_deref().unwrap_or("json") {
+            "json" => OutputFormat::Json,
+            "avro" => OutputFormat::Avro {
+                schema_id: raw.violation_schema_id,
+            },
+            other => return err(format!("output_format `{other}`: expected json or avro")),
+        };
+        let max_in_flight = raw.max_in_flight.unwrap_or(10_000);
+        if max_in_flight == 0 {
+            return err("max_in_flight must be at least 1".into());
+        }
+        // Our own producer and consumer settings are not for the passthrough to undo.
+        for key in [
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "enable.idempotence",
+            "acks",
+            "group.id",
+            "bootstrap.servers",
+        ] {
+            if raw.librdkafka.contains_key(key) {
+                return err(format!(
+                    "librdkafka property `{key}` is set by shareaudit itself and cannot be overridden"
+                ));
+            }
+        }
+        let drain_timeout = Duration::from_millis(raw.drain_timeout_ms.unwrap_or(8_000));
+        let t = raw.topics;
+        Ok(Settings {
+            brokers,
+            group_id: raw.group_id.unwrap_or_else(|| "shareaudit".into()),
+            topics: Topics {
+                events: t.events.unwrap_or_else(|| "privacy.sharing-events".into()),
+                consent: t.consent.unwrap_or_else(|| "privacy.consent-state".into()),
+                violations: t.violations.unwrap_or_else(|| "privacy.violations".into()),
+                dead_letters: t
+                    .dead_letters
+                    .unwrap_or_else(|| "privacy.sharing-events.dlq".into()),
+            },
+            output,
+            schema_registry_url: raw.schema_registry_url,
+            schema_ids: raw.schema_ids,
+            policy: raw.policy,
+            hmac_key_file: raw.hmac_key_file,
+            listen: raw.listen.unwrap_or_else(|| "0.0.0.0:9464".into()),
+            max_in_flight,
+            commit_interval: Duration::from_millis(raw.commit_interval_ms.unwrap_or(500)),
+            drain_timeout,
+            policy_poll: Duration::from_millis(raw.policy_poll_ms.unwrap_or(2_000)),
+            librdkafka: raw.librdkafka,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_environment_which_wins_over_the_file() {
+        let file = RawSettings::from_yaml("brokers: file:9092\ngroup_id: g-file\nlibrdkafka: {security.protocol: ssl, linger.ms: '5'}\n", "s.yaml").unwrap();
+        let flags = RawSettings {
+            brokers: Some("flag:9092".into()),
+            librdkafka: [("linger.ms".to_owned(), "1".to_owned())].into(),
+            ..RawSettings::default()
+        };
+        let s = Settings::from_raw(file.merge(flags)).unwrap();
+        assert_eq!(s.brokers, "flag:9092");
+        assert_eq!(s.group_id, "g-file");
+        assert_eq!(s.librdkafka["linger.ms"], "1");
+        assert_eq!(s.librdkafka["security.protocol"], "ssl");
+        assert_eq!(s.topics.events, "privacy.sharing-events");
+    }
+
+    #[test]
+    fn bad_settings_say_what_and_where() {
+        let e = RawSettings::from_yaml("brokers: x\nbrokerz: y\n", "s.yaml").unwrap_err();
+        assert!(
+            e.0.starts_with("s.yaml:2:1: unknown field `brokerz`"),
+            "{e}"
+        );
+        assert!(
+            Settings::from_raw(RawSettings::default())
+                .unwrap_err()
+                .0
+                .contains("no brokers")
+        );
+        let raw = RawSettings {
+            brokers: Some("b".into()),
+            librdkafka: [("enable.auto.commit".to_owned(), "true".to_owned())].into(),
+            ..RawSettings::default()
+        };
+        assert!(
+            Settings::from_raw(raw)
+                .unwrap_err()
+                .0
+                .contains("cannot be overridden")
+        );
+        assert_eq!(
+            parse_property("ssl.ca.location=/etc/ca.pem"),
+            Ok(("ssl.ca.location".into(), "/etc/ca.pem".into()))
+        );
+        assert!(parse_property("novalue").is_err());
+    }
+}

@@ -1,0 +1,222 @@
+//! The consumer-group member for the event topic. Offsets are never
+//! auto-committed nor auto-stored: the pipeline commits the watermark (the
+//! contiguous prefix whose outputs the broker acknowledged). On revoke the
+//! member waits for that prefix to cover what it read (within a deadline
+//! shorter than the session timeout), commits it synchronously, then lets go.
+
+use super::{Progress, Record};
+use crate::config::Settings;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct SourceContext {
+    progress: Arc<Progress>,
+    topic: String,
+    drain_timeout: Duration,
+}
+
+impl ClientContext for SourceContext {}
+
+impl SourceContext {
+    /// Commits what the watermark allows for `partitions`, synchronously.
+    fn commit(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
+        let to_commit: Vec<(i32, i64)> = self
+            .progress
+            .lock()
+            .to_commit()
+            .into_iter()
+            .filter(|(p, _)| partitions.contains(p))
+            .collect();
+        if to_commit.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &to_commit {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                let mut marks = self.progress.lock();
+                for (p, o) in to_commit {
+                    marks.committed.insert(p, o);
+                    self.progress
+                        .metrics
+                        .committed_offset
+                        .with_label_values(&[&p.to_string()])
+                        .set(o);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the last commit")
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let partitions: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
+        let deadline = Instant::now() + self.drain_timeout;
+        let drained = self.progress.wait_until(deadline, |m| {
+            partitions
+                .iter()
+                .all(|p| m.by_partition.get(p).is_none_or(|w| w.is_drained()))
+        });
+        if !drained {
+            tracing::warn!(
+                ?partitions,
+                "revoke: outputs still unacknowledged at the deadline; committing the acknowledged prefix only"
+            );
+        }
+        self.commit(consumer, &partitions);
+        let mut marks = self.progress.lock();
+        for p in &partitions {
+            marks.by_partition.remove(p);
+            marks.committed.remove(p);
+            let _ = self
+                .progress
+                .metrics
+                .lag
+                .remove_label_values(&[&p.to_string()]);
+        }
+        // Failed outputs of revoked partitions: the next owner re-reads those records.
+        marks
+            .retries
+            .retain(|r| !partitions.contains(&r.ticket.partition));
+        tracing::info!(?partitions, drained, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+        }
+        let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.progress.metrics.assigned_partitions.set(n as i64);
+    }
+}
+
+pub struct Source {
+    consumer: BaseConsumer<SourceContext>,
+    topic: String,
+    paused: bool,
+}
+
+impl Source {
+    pub fn new(settings: &Settings, progress: Arc<Progress>) -> Result<Source, KafkaError> {
+        let mut c = super::client_config(settings);
+        c.set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false");
+        super::set_default(&mut c, "auto.offset.reset", "earliest");
+        // Payloads are owned once read: bound what librdkafka buffers ahead.
+        super::set_default(&mut c, "queued.max.messages.kbytes", "16384");
+        let context = SourceContext {
+            progress,
+            topic: settings.topics.events.clone(),
+            drain_timeout: settings.drain_timeout,
+        };
+        let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
+        consumer.subscribe(&[settings.topics.events.as_str()])?;
+        Ok(Source {
+            consumer,
+            topic: settings.topics.events.clone(),
+            paused: false,
+        })
+    }
+
+    /// The next record, owned; `None` when nothing came within `timeout`.
+    /// Rebalance callbacks run inside this call.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<Record, KafkaError>> {
+        let msg = match self.consumer.poll(timeout)? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Ok(Record {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers,
+        }))
+    }
+
+    /// Commits offsets (next to read) asynchronously or synchronously.
+    pub fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
+        }
+        self.consumer.commit(
+            &tpl,
+            if sync {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            },
+        )
+    }
+
+    /// Stops (or resumes) fetching, for backpressure and shutdown; polling
+    /// goes on (heartbeats, rebalances).
+    pub fn set_paused(&mut self, pause: bool) {
+        if pause == self.paused {
+            return;
+        }
+        if let Ok(a) = self.consumer.assignment() {
+            let r = if pause {
+                self.consumer.pause(&a)
+            } else {
+                self.consumer.resume(&a)
+            };
+            if r.is_ok() {
+                self.paused = pause;
+            }
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Partitions assigned now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The end offset of a partition (from the broker), for lag.
+    pub fn end_offset(&self, partition: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(1))
+            .ok()
+            .map(|(_, high)| high)
+    }
+
+    /// Leaves the group (after the final commit).
+    pub fn close(&self) {
+        self.consumer.unsubscribe();
+    }
+}

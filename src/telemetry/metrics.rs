@@ -1,0 +1,242 @@
+//! The metrics shareaudit exports (Prometheus text format). Names follow
+//! `shareaudit_<name>_<unit>[_total]`; label values are bounded (rule ids,
+//! enum values, partition numbers), never user or event ids.
+
+use crate::model::{Mode, PolicyVersion, Violation};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::Mutex;
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub events: IntCounterVec,
+    pub violations: IntCounterVec,
+    pub suppressed: IntCounterVec,
+    pub dead_letters: IntCounterVec,
+    pub audit_seconds: Histogram,
+    pub event_to_alert_seconds: Histogram,
+    pub lag: IntGaugeVec,
+    pub delivery_failures: IntCounter,
+    pub consent_users: IntGauge,
+    pub consent_records: IntCounterVec,
+    pub policy_reloads: IntCounterVec,
+    pub policy_info: IntGaugeVec,
+    pub in_flight: IntGauge,
+    pub committed_offset: IntGaugeVec,
+    pub assigned_partitions: IntGauge,
+    pub ready: IntGauge,
+    current_policy: Mutex<Option<PolicyVersion>>,
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: Vec<f64>,
+) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let delivery_failures = IntCounter::new(
+            "shareaudit_alert_delivery_failures_total",
+            "Deliveries of violations or dead letters the broker did not acknowledge (each is retried)",
+        )?;
+        r.register(Box::new(delivery_failures.clone()))?;
+        Ok(Metrics {
+            events: counter_vec(
+                &r,
+                "shareaudit_events_total",
+                "Sharing events judged, by outcome",
+                &["outcome"],
+            )?,
+            violations: counter_vec(
+                &r,
+                "shareaudit_violations_total",
+                "Violations found",
+                &["rule", "severity", "recipient_category", "mode"],
+            )?,
+            suppressed: counter_vec(
+                &r,
+                "shareaudit_suppressed_violations_total",
+                "Violations suppressed by a valid exception",
+                &["rule"],
+            )?,
+            dead_letters: counter_vec(
+                &r,
+                "shareaudit_dead_letters_total",
+                "Records sent to the dead-letter topic, by error class",
+                &["reason"],
+            )?,
+            audit_seconds: histogram(
+                &r,
+                "shareaudit_event_audit_seconds",
+                "Time to decode and judge one event",
+                vec![1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 5e-4, 1e-3, 1e-2],
+            )?,
+            event_to_alert_seconds: histogram(
+                &r,
+                "shareaudit_event_to_alert_seconds",
+                "From an event's occurred_at to the broker acknowledging its violation",
+                vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ],
+            )?,
+            lag: gauge_vec(
+                &r,
+                "shareaudit_consumer_lag_messages",
+                "Messages between the committed watermark and the partition's end",
+                &["partition"],
+            )?,
+            delivery_failures,
+            consent_users: gauge(
+                &r,
+                "shareaudit_consent_table_users",
+                "Users in the consent table",
+            )?,
+            consent_records: counter_vec(
+                &r,
+                "shareaudit_consent_records_total",
+                "Consent-state records read, by outcome",
+                &["outcome"],
+            )?,
+            policy_reloads: counter_vec(
+                &r,
+                "shareaudit_policy_reloads_total",
+                "Policy reloads, by result",
+                &["result"],
+            )?,
+            policy_info: gauge_vec(
+                &r,
+                "shareaudit_policy_info",
+                "The policy in force (value 1)",
+                &["version", "hash"],
+            )?,
+            in_flight: gauge(
+                &r,
+                "shareaudit_in_flight_records",
+                "Records read whose outputs are not all acknowledged",
+            )?,
+            committed_offset: gauge_vec(
+                &r,
+                "shareaudit_committed_offset",
+                "The last offset committed, by partition",
+                &["partition"],
+            )?,
+            assigned_partitions: gauge(
+                &r,
+                "shareaudit_assigned_partitions",
+                "Partitions of the event topic assigned to this replica",
+            )?,
+            ready: gauge(
+                &r,
+                "shareaudit_ready",
+                "1 once the consent table is loaded and the pipeline runs",
+            )?,
+            registry: r,
+            current_policy: Mutex::new(None),
+        })
+    }
+
+    pub fn violation(&self, v: &Violation) {
+        let mode = if v.mode == Mode::Shadow {
+            "shadow"
+        } else {
+            "enforce"
+        };
+        self.violations
+            .with_label_values(&[
+                v.rule_id.as_str(),
+                v.severity.as_str(),
+                v.recipient_category.as_str(),
+                mode,
+            ])
+            .inc();
+    }
+
+    /// The policy in force: its info series is 1, the previous one removed.
+    pub fn set_policy(&self, v: &PolicyVersion) {
+        let mut current = self
+            .current_policy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = current.take() {
+            let _ = self
+                .policy_info
+                .remove_label_values(&[old.version.as_str(), old.hash.as_str()]);
+        }
+        self.policy_info
+            .with_label_values(&[v.version.as_str(), v.hash.as_str()])
+            .set(1);
+        *current = Some(v.clone());
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The sum of a counter family's samples whose labels include `label=value` (for summaries and tests).
+    pub fn sum(&self, name: &str, label: Option<(&str, &str)>) -> f64 {
+        self.registry
+            .gather()
+            .iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| {
+                let counter = f.get_field_type() == prometheus::proto::MetricType::COUNTER;
+                f.get_metric().iter().map(move |m| (counter, m))
+            })
+            .filter(|(_, m)| {
+                label.is_none_or(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == k && l.value() == v)
+                })
+            })
+            .map(|(counter, m)| {
+                if counter {
+                    m.get_counter().get_value()
+                } else {
+                    m.get_gauge().get_value()
+                }
+            })
+            .sum()
+    }
+}

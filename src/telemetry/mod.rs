@@ -1,0 +1,6 @@
+//! Metrics and the HTTP endpoints (`/metrics`, `/healthz`, `/readyz`).
+
+pub mod http;
+pub mod metrics;
+
+pub use metrics::Metrics;
