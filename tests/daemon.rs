@@ -1,0 +1,575 @@
+//! The daemon pipeline on librdkafka's in-process mock cluster: hermetic
+//! tests of what a single process must guarantee. Consumer groups across
+//! several processes are tested against a real broker (scripts/e2e.sh).
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use shareaudit::audit::Engine;
+use shareaudit::codec::avro;
+use shareaudit::codec::wire::LocalSchemas;
+use shareaudit::config::{RawSettings, Settings};
+use shareaudit::generate::{self, Generated, Options};
+use shareaudit::kafka::traffic::{self, Framing, Traffic};
+use shareaudit::model::{Timestamp, Violation};
+use shareaudit::pipeline::{Control, Pipeline};
+use shareaudit::telemetry::Metrics;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SCHEMA_ID: u32 = 1;
+
+struct Cluster {
+    mock: MockCluster<'static, DefaultProducerContext>,
+    settings: Settings,
+}
+
+fn cluster(extra: &[(&str, &str)], policy: Option<std::path::PathBuf>) -> Cluster {
+    let mock = MockCluster::new(1).unwrap();
+    let raw = RawSettings {
+        brokers: Some(mock.bootstrap_servers()),
+        commit_interval_ms: Some(100),
+        drain_timeout_ms: Some(5_000),
+        policy_poll_ms: Some(100),
+        policy,
+        librdkafka: extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..RawSettings::default()
+    };
+    let settings = Settings::from_raw(raw).unwrap();
+    for (t, n) in [
+        (&settings.topics.events, 3),
+        (&settings.topics.consent, 2),
+        (&settings.topics.violations, 2),
+        (&settings.topics.dead_letters, 1),
+    ] {
+        mock.create_topic(t, n, 1).unwrap();
+    }
+    Cluster { mock, settings }
+}
+
+struct Running {
+    metrics: Arc<Metrics>,
+    control: Control,
+    handle: JoinHandle<()>,
+}
+
+fn start(c: &Cluster) -> Running {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let control = Control::default();
+    let mut schemas = LocalSchemas::ours().unwrap();
+    schemas.add_id(SCHEMA_ID, Arc::new(avro::schemas().unwrap().event.clone()));
+    let text = c
+        .settings
+        .policy
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).unwrap());
+    let policy = match &text {
+        Some(t) => {
+            shareaudit::policy::load(t, "test policy", Timestamp(0))
+                .unwrap()
+                .policy
+        }
+        None => {
+            shareaudit::policy::load_default(Timestamp(0))
+                .unwrap()
+                .policy
+        }
+    };
+    let engine = Engine::new(Arc::new(policy), b"test-key");
+    let p = Pipeline::new(
+        c.settings.clone(),
+        engine,
+        Box::new(schemas),
+        Arc::clone(&metrics),
+        control.clone(),
+    )
+    .unwrap();
+    let handle = std::thread::spawn(move || p.run().unwrap());
+    Running {
+        metrics,
+        control,
+        handle,
+    }
+}
+
+impl Running {
+    fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&Metrics) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.metrics) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}:\n{}",
+                self.metrics.render()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(self) -> Arc<Metrics> {
+        self.control.shutdown.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap();
+        self.metrics
+    }
+}
+
+fn judged(m: &Metrics) -> u64 {
+    m.sum("shareaudit_events_total", None) as u64
+}
+
+/// Every record of `topic`, from the beginning to the end it has now.
+fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in meta.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+        ends.insert(
+            p.id(),
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+                .unwrap()
+                .1,
+        );
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ends
+        .iter()
+        .any(|(p, end)| seen.get(p).copied().unwrap_or(0) < *end)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen.insert(m.partition(), m.offset() + 1);
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+fn violations(c: &Cluster) -> Vec<Violation> {
+    read_all(&c.settings.brokers, &c.settings.topics.violations)
+        .iter()
+        .map(|m| serde_json::from_slice(m.payload().unwrap()).unwrap())
+        .collect()
+}
+
+/// (event_id, rule_id) of every violation the stream must yield.
+fn expected(stream: &[Generated]) -> BTreeSet<(String, String)> {
+    stream
+        .iter()
+        .flat_map(|g| {
+            g.expected
+                .iter()
+                .map(|r| (g.event.event_id.clone(), (*r).to_owned()))
+        })
+        .collect()
+}
+
+fn committed(c: &Cluster) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .set("group.id", &c.settings.group_id)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(&c.settings.topics.events, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(5))
+        .unwrap();
+    got.elements()
+        .iter()
+        .filter_map(|e| {
+            if let Offset::Offset(o) = e.offset() {
+                Some((e.partition(), o))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn ends(c: &Cluster) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create()
+        .unwrap();
+    (0..3)
+        .map(|p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(&c.settings.topics.events, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect()
+}
+
+fn produce(c: &Cluster, o: &Options, stream: &[Generated], poison: &[traffic::Poison]) {
+    let t = Traffic::new(&c.settings).unwrap();
+    t.consent_states(&c.settings.topics.consent, o).unwrap();
+    t.events(
+        &c.settings.topics.events,
+        stream,
+        poison,
+        Framing::Confluent(SCHEMA_ID),
+        0,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    t.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn every_event_is_judged_every_alert_and_dead_letter_arrives_and_offsets_reach_the_end() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 11,
+        users: 300,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 1500);
+    let poison = traffic::poison(8, 11, Framing::Confluent(SCHEMA_ID));
+    produce(&c, &o, &stream, &poison);
+    let total = (stream.len() + poison.len()) as u64;
+
+    let r = start(&c);
+    r.wait_for("every record judged", Duration::from_secs(60), |m| {
+        judged(m) == total
+    });
+    r.wait_for("every output acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let m = r.stop();
+
+    // Every expected violation, nothing else; duplicates (none expected here) would be identical.
+    let got = violations(&c);
+    let ids: BTreeSet<(String, String)> = got
+        .iter()
+        .map(|v| (v.event_id.clone(), v.rule_id.clone()))
+        .collect();
+    assert_eq!(ids, expected(&stream));
+    assert!(got.iter().all(|v| {
+        v.source
+            .as_ref()
+            .is_some_and(|s| s.topic == c.settings.topics.events)
+    }));
+
+    // Every poison record, byte for byte, with its provenance and error class.
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    assert_eq!(dlq.len(), poison.len());
+    for p in &poison {
+        let d = dlq
+            .iter()
+            .find(|d| d.key() == Some(p.key.as_bytes()))
+            .unwrap_or_else(|| panic!("{} missing", p.key));
+        assert_eq!(d.payload(), Some(p.payload.as_slice()));
+        let headers: BTreeMap<String, String> = d
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(headers["shareaudit.error.class"], p.class, "{}", p.key);
+        assert_eq!(headers["shareaudit.source.topic"], c.settings.topics.events);
+        assert!(
+            headers["shareaudit.source.offset"].parse::<i64>().is_ok()
+                && headers.contains_key("shareaudit.source.partition")
+        );
+        assert!(!headers["shareaudit.error.message"].is_empty());
+    }
+
+    // Committed offsets are at the end of every partition.
+    assert_eq!(committed(&c), ends(&c));
+
+    // The counters agree with what was produced and consumed.
+    assert_eq!(m.sum("shareaudit_events_total", None) as u64, total);
+    assert_eq!(
+        m.sum("shareaudit_events_total", Some(("outcome", "dead_letter"))) as usize,
+        poison.len()
+    );
+    assert_eq!(
+        m.sum("shareaudit_dead_letters_total", None) as usize,
+        poison.len()
+    );
+    assert_eq!(
+        m.sum("shareaudit_violations_total", Some(("mode", "enforce"))) as usize,
+        got.len()
+    );
+    let violating = stream.iter().filter(|g| !g.expected.is_empty()).count();
+    assert_eq!(
+        m.sum("shareaudit_events_total", Some(("outcome", "violation"))) as usize,
+        violating
+    );
+    assert_eq!(
+        m.sum("shareaudit_consent_table_users", None) as usize,
+        o.users
+    );
+}
+
+#[test]
+fn a_failing_alert_topic_holds_the_commits_and_every_alert_arrives_after_recovery() {
+    // Deliveries time out fast, so the pipeline's own retry path is taken.
+    let c = cluster(
+        &[("message.timeout.ms", "1500"), ("retry.backoff.ms", "50")],
+        None,
+    );
+    let o = Options {
+        seed: 5,
+        users: 200,
+        violation_share: 0.3,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 300);
+    produce(&c, &o, &stream, &[]);
+    let want = expected(&stream);
+    // Each record: its partition, offset, event id and the alerts it must yield.
+    let mut schemas = LocalSchemas::ours().unwrap();
+    schemas.add_id(SCHEMA_ID, Arc::new(avro::schemas().unwrap().event.clone()));
+    let records: Vec<(i32, i64, String, Vec<&str>)> =
+        read_all(&c.settings.brokers, &c.settings.topics.events)
+            .iter()
+            .map(|m| {
+                let e =
+                    shareaudit::codec::wire::decode_event(m.payload().unwrap(), &schemas).unwrap();
+                let g = stream
+                    .iter()
+                    .find(|g| g.event.event_id == e.event_id)
+                    .unwrap();
+                (m.partition(), m.offset(), e.event_id, g.expected.clone())
+            })
+            .collect();
+    // From now on the broker refuses produce requests for a while.
+    c.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 60],
+    );
+
+    let r = start(&c);
+    r.wait_for("every event judged", Duration::from_secs(60), |m| {
+        judged(m) == stream.len() as u64
+    });
+    // During the outage and after it: every record below a committed offset
+    // has all its alerts in the topic. (Commits are read first: alerts only grow.)
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut held = false;
+    loop {
+        let committed = committed(&c);
+        let present: BTreeSet<(String, String)> = violations(&c)
+            .iter()
+            .map(|v| (v.event_id.clone(), v.rule_id.clone()))
+            .collect();
+        for (p, off, event_id, rules) in &records {
+            if committed.get(p).is_some_and(|c| off < c) {
+                for rule in rules {
+                    assert!(
+                        present.contains(&(event_id.clone(), (*rule).to_owned())),
+                        "offset {off} of partition {p} is committed (up to {:?}) but its {rule} alert is not in the topic",
+                        committed.get(p)
+                    );
+                }
+            }
+        }
+        held |= present != want && committed != ends(&c);
+        if present == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts still missing after the outage: {} of {}",
+            present.len(),
+            want.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let m = r.stop();
+    assert!(
+        held,
+        "the outage must have been observed with commits held below the end"
+    );
+    assert!(
+        m.sum("shareaudit_alert_delivery_failures_total", None) > 0.0,
+        "the injected errors must have failed deliveries"
+    );
+    assert_eq!(
+        committed(&c),
+        ends(&c),
+        "after recovery the commits reach the end"
+    );
+}
+
+#[test]
+fn consent_changes_read_while_running_judge_later_events() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 3,
+        users: 100,
+        violation_share: 0.0,
+        ..Options::default()
+    };
+    produce(&c, &o, &[], &[]);
+    let r = start(&c);
+    r.wait_for("ready", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_ready", None) == 1.0
+    });
+
+    // u-000010 is an ordinary user; a share on consent is clean...
+    let state = generate::consent_states(&o)
+        .into_iter()
+        .find(|s| s.user_id == "u-000010")
+        .unwrap();
+    let mut share = generate::events(
+        &Options {
+            seed: 9,
+            users: 100,
+            violation_share: 0.0,
+            ..Options::default()
+        },
+        200,
+    )
+    .into_iter()
+    .map(|g| g.event)
+    .find(|e| e.recipient.id == "partner-crm")
+    .expect("a partner-crm share in the stream");
+    share.subject.user_id = "u-000010".into();
+    share.data[0].value = Some("u-000010".into());
+    share.occurred_at = Timestamp::now();
+    share.event_id = "before-withdrawal".into();
+    let t = Traffic::new(&c.settings).unwrap();
+    let send = |e: &shareaudit::model::DataSharingEvent| {
+        t.events(
+            &c.settings.topics.events,
+            &[Generated {
+                event: e.clone(),
+                expected: vec![],
+            }],
+            &[],
+            Framing::Json,
+            0,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        t.flush(Duration::from_secs(10)).unwrap();
+    };
+    send(&share);
+    r.wait_for("the first share judged", Duration::from_secs(30), |m| {
+        judged(m) == 1
+    });
+
+    // ...then the user withdraws all consent, and the next share is a violation.
+    std::thread::sleep(Duration::from_millis(5));
+    t.withdraw(&c.settings.topics.consent, state).unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    share.occurred_at = Timestamp::now();
+    share.event_id = "after-withdrawal".into();
+    send(&share);
+    r.wait_for("the second share judged", Duration::from_secs(30), |m| {
+        judged(m) == 2
+    });
+    r.wait_for("its alert acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    r.stop();
+    let got: Vec<(String, String)> = violations(&c)
+        .into_iter()
+        .map(|v| (v.event_id, v.rule_id))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(
+            "after-withdrawal".to_owned(),
+            "consent.withdrawn".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, shareaudit::policy::DEFAULT_POLICY).unwrap();
+    let c = cluster(&[], Some(path.clone()));
+    produce(
+        &c,
+        &Options {
+            seed: 1,
+            users: 50,
+            ..Options::default()
+        },
+        &[],
+        &[],
+    );
+    let r = start(&c);
+    r.wait_for("ready", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_ready", None) == 1.0
+    });
+    let info = |m: &Metrics| {
+        m.render()
+            .lines()
+            .filter(|l| l.starts_with("shareaudit_policy_info{"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let before = info(&r.metrics);
+    assert_eq!(before.len(), 1);
+
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
+    std::fs::write(
+        &path,
+        shareaudit::policy::DEFAULT_POLICY.replace("minor_max_age: 14", "minor_max_age: [14]"),
+    )
+    .unwrap();
+    r.wait_for("the bad policy refused", Duration::from_secs(10), |m| {
+        m.sum("shareaudit_policy_reloads_total", Some(("result", "error"))) == 1.0
+    });
+    assert_eq!(info(&r.metrics), before, "the running policy stays");
+
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &path,
+        shareaudit::policy::DEFAULT_POLICY
+            .replace("version: \"2026.11.29-1\"", "version: \"2026.11.29-2\""),
+    )
+    .unwrap();
+    r.wait_for("the good policy swapped in", Duration::from_secs(10), |m| {
+        m.sum("shareaudit_policy_reloads_total", Some(("result", "ok"))) == 1.0
+    });
+    let after = info(&r.metrics);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].contains("version=\"2026.11.29-2\""), "{after:?}");
+    r.stop();
+}
