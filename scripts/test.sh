@@ -14,3 +14,6 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install
 cargo test --locked --lib --tests --benches
 cargo run --locked --quiet -- policy check deploy/policy/default.yaml
 cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
+
+# The daemon against a real broker (tansu; installed when missing).
+bash scripts/e2e.sh

@@ -236,7 +236,9 @@ impl Pipeline {
         self.commit(source, true);
         source.close();
         self.sink.flush(Duration::from_secs(1));
-        self.metrics.in_flight.set(self.progress.lock().in_flight() as i64);
+        self.metrics
+            .in_flight
+            .set(self.progress.lock().in_flight() as i64);
         tracing::info!("drained and committed; leaving");
     }
 

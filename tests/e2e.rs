@@ -1,0 +1,440 @@
+//! End to end against a real Kafka-protocol broker (tansu): the shareaudit
+//! binary as a process, `generate --brokers` for the traffic, the broker and
+//! `/metrics` for the verdict. Run by `scripts/e2e.sh`, which starts the
+//! broker and sets SHAREAUDIT_E2E_BROKERS; ignored by a plain `cargo test`.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn brokers() -> String {
+    std::env::var("SHAREAUDIT_E2E_BROKERS")
+        .expect("SHAREAUDIT_E2E_BROKERS: run these through scripts/e2e.sh")
+}
+
+/// Unique topic names and group for one test.
+struct Names {
+    events: String,
+    consent: String,
+    violations: String,
+    dlq: String,
+    group: String,
+}
+
+fn names(test: &str) -> Names {
+    let run = format!("{test}-{}", std::process::id());
+    Names {
+        events: format!("events-{run}"),
+        consent: format!("consent-{run}"),
+        violations: format!("violations-{run}"),
+        dlq: format!("dlq-{run}"),
+        group: format!("shareaudit-{run}"),
+    }
+}
+
+fn create_topics(n: &Names) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .unwrap();
+    let topics = [
+        (&n.events, 4),
+        (&n.consent, 2),
+        (&n.violations, 2),
+        (&n.dlq, 1),
+    ];
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let results = futures::executor::block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shareaudit"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn generate(n: &Names, count: usize, poison: usize, seed: u64, dir: &Path) -> PathBuf {
+    let expected = dir.join(format!("expected-{seed}.jsonl"));
+    let status = bin()
+        .args([
+            "generate",
+            "--brokers",
+            &brokers(),
+            "--count",
+            &count.to_string(),
+            "--poison",
+            &poison.to_string(),
+        ])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--users",
+            "2000",
+            "--events-topic",
+            &n.events,
+            "--consent-topic",
+            &n.consent,
+        ])
+        .args(["--expected", expected.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    expected
+}
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+fn start(n: &Names, dir: &Path) -> Daemon {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join(format!("daemon-{port}.log"))).unwrap();
+    let child = bin()
+        .args([
+            "run",
+            "--brokers",
+            &brokers(),
+            "--group-id",
+            &n.group,
+            "--events-topic",
+            &n.events,
+            "--consent-topic",
+            &n.consent,
+        ])
+        .args([
+            "--violations-topic",
+            &n.violations,
+            "--dead-letter-topic",
+            &n.dlq,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--commit-interval-ms", "200"])
+        .env("SHAREAUDIT_HMAC_KEY", "e2e-key")
+        .env("SHAREAUDIT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Daemon { child, port }
+}
+
+impl Daemon {
+    fn metrics(&self) -> Option<String> {
+        let mut resp = ureq::get(&format!("http://127.0.0.1:{}/metrics", self.port))
+            .call()
+            .ok()?;
+        resp.body_mut().read_to_string().ok()
+    }
+
+    /// The sum of a metric's samples (optionally those with `label`).
+    fn sum(&self, name: &str, label: Option<&str>) -> f64 {
+        self.metrics()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+                    && label.is_none_or(|x| l.contains(x))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn wait_for(&mut self, what: &str, timeout: Duration, done: impl Fn(&Daemon) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the daemon exited ({status}) while waiting for {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                self.metrics().unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM; the exit status and how long the exit took.
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("the daemon did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Every record of `topic` to the end it has now.
+fn read_all(topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", "e2e-reader")
+        .create()
+        .unwrap();
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in meta.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+        ends.insert(
+            p.id(),
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap()
+                .1,
+        );
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, end)| seen.get(p).copied().unwrap_or(0) < *end)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            seen.insert(m.partition(), m.offset() + 1);
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+fn committed_and_ends(n: &Names) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &n.group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&n.events, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let committed = got
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            if let Offset::Offset(o) = e.offset() {
+                Some((e.partition(), o))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let ends = (0..4)
+        .map(|p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(&n.events, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect();
+    (committed, ends)
+}
+
+/// (event_id, rule_id) expected, and key -> dead-letter class.
+fn expectations(path: &Path) -> (BTreeSet<(String, String)>, BTreeMap<String, String>) {
+    let mut violations = BTreeSet::new();
+    let mut dead = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(rules) = v["expected"].as_array() {
+            for r in rules {
+                violations.insert((
+                    v["event_id"].as_str().unwrap().to_owned(),
+                    r.as_str().unwrap().to_owned(),
+                ));
+            }
+        } else {
+            dead.insert(
+                v["key"].as_str().unwrap().to_owned(),
+                v["dead_letter"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    (violations, dead)
+}
+
+/// (event_id, rule_id) of every alert in the topic, and how many alerts there are.
+fn alerts(n: &Names) -> (BTreeSet<(String, String)>, usize) {
+    let all = read_all(&n.violations);
+    let mut by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut set = BTreeSet::new();
+    for m in &all {
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        set.insert((
+            v["event_id"].as_str().unwrap().to_owned(),
+            v["rule_id"].as_str().unwrap().to_owned(),
+        ));
+        // A duplicate (a re-audited record) carries the same alert_id and the same content.
+        let mut content = v.clone();
+        content["detected_at"] = serde_json::Value::Null;
+        content["source"] = serde_json::Value::Null;
+        let bytes = serde_json::to_vec(&content).unwrap();
+        let id = v["alert_id"].as_str().unwrap().to_owned();
+        if let Some(first) = by_id.get(&id) {
+            assert_eq!(
+                first, &bytes,
+                "a duplicate alert {id} differs from its first copy"
+            );
+        }
+        by_id.insert(id, bytes);
+    }
+    (set, all.len())
+}
+
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("one");
+    create_topics(&n);
+    let expected = generate(&n, 20_000, 12, 101, dir.path());
+    let (want, dead) = expectations(&expected);
+
+    let mut d = start(&n, dir.path());
+    d.wait_for("every record judged", Duration::from_secs(240), |d| {
+        d.sum("shareaudit_events_total", None) as usize == 20_012
+    });
+    d.wait_for("every output acknowledged", Duration::from_secs(60), |d| {
+        d.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+
+    // /metrics agrees with what was produced and consumed.
+    assert_eq!(
+        d.sum("shareaudit_dead_letters_total", None) as usize,
+        dead.len()
+    );
+    assert_eq!(
+        d.sum("shareaudit_events_total", Some("outcome=\"dead_letter\"")) as usize,
+        dead.len()
+    );
+    let violating: BTreeSet<&String> = want.iter().map(|(e, _)| e).collect();
+    assert_eq!(
+        d.sum("shareaudit_events_total", Some("outcome=\"violation\"")) as usize,
+        violating.len()
+    );
+    assert_eq!(
+        d.sum("shareaudit_violations_total", Some("mode=\"enforce\"")) as usize,
+        want.len()
+    );
+    assert_eq!(d.sum("shareaudit_consent_table_users", None) as usize, 2000);
+
+    let (status, took) = d.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let (got, count) = alerts(&n);
+    assert_eq!(got, want, "every expected violation, nothing else");
+    assert_eq!(count, want.len(), "no duplicates in a run without restarts");
+    let dlq = read_all(&n.dlq);
+    assert_eq!(dlq.len(), dead.len());
+    for m in &dlq {
+        let key = String::from_utf8_lossy(m.key().unwrap()).into_owned();
+        let class = m
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == "shareaudit.error.class")
+            .map(|h| String::from_utf8_lossy(h.value.unwrap()).into_owned());
+        assert_eq!(
+            class.as_deref(),
+            dead.get(&key).map(String::as_str),
+            "{key}"
+        );
+    }
+    let (committed, ends) = committed_and_ends(&n);
+    assert_eq!(committed, ends, "committed offsets at the end");
+}
+
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn sigterm_under_load_exits_within_ten_seconds_and_a_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("term");
+    create_topics(&n);
+    let mut d = start(&n, dir.path());
+    // Traffic arrives while the daemon runs.
+    let n2 = names("term");
+    let gen_dir = dir.path().to_path_buf();
+    let producer = std::thread::spawn(move || generate(&n2, 20_000, 4, 202, &gen_dir));
+    d.wait_for("the daemon under load", Duration::from_secs(120), |d| {
+        d.sum("shareaudit_events_total", None) > 2_000.0
+    });
+    let judged_first = d.sum("shareaudit_events_total", None) as usize;
+    let (status, took) = d.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let (committed_at_stop, _) = committed_and_ends(&n);
+    let expected = producer.join().unwrap();
+    let (want, dead) = expectations(&expected);
+
+    let mut d = start(&n, dir.path());
+    let total = 20_000 + dead.len();
+    d.wait_for("the rest judged", Duration::from_secs(240), |d| {
+        let (committed, ends) = committed_and_ends(&n);
+        committed == ends
+            && ends.values().sum::<i64>() as usize == total
+            && d.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let judged_second = d.sum("shareaudit_events_total", None) as usize;
+    let (status, _) = d.terminate();
+    assert!(status.success());
+
+    let (got, _) = alerts(&n);
+    assert_eq!(got, want, "nothing lost across the restart");
+    // Nothing re-audited beyond the uncommitted tail: the second run judged
+    // exactly what the first left uncommitted.
+    let committed: i64 = committed_at_stop.values().sum();
+    assert_eq!(
+        judged_second as i64,
+        total as i64 - committed,
+        "first run judged {judged_first}, committed {committed}"
+    );
+}
