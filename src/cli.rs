@@ -126,6 +126,9 @@ pub struct RunArgs {
     pub violation_schema_id: Option<u32>,
     #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
     pub schema_registry_url: Option<String>,
+    /// A Confluent schema id known without a registry (repeatable): --schema-id 1=schemas/DataSharingEvent.avsc
+    #[arg(long = "schema-id", value_name = "ID=FILE", value_parser = parse_schema_id)]
+    pub schema_ids: Vec<(u32, PathBuf)>,
     /// The policy file (watched, and reloaded on SIGHUP); the embedded default when not given.
     #[arg(long, env = "SHAREAUDIT_POLICY")]
     pub policy: Option<PathBuf>,
@@ -160,6 +163,7 @@ impl RunArgs {
             output_format: self.output_format.clone(),
             violation_schema_id: self.violation_schema_id,
             schema_registry_url: self.schema_registry_url.clone(),
+            schema_ids: self.schema_ids.iter().cloned().collect(),
             policy: self.policy.clone(),
             hmac_key_file: self.hmac_key_file.clone(),
             listen: self.listen.clone(),
@@ -170,6 +174,17 @@ impl RunArgs {
             ..Default::default()
         }
     }
+}
+
+fn parse_schema_id(s: &str) -> Result<(u32, PathBuf), String> {
+    let (id, path) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not ID=FILE"))?;
+    let id = id
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| format!("`{id}` is not a schema id: {e}"))?;
+    Ok((id, PathBuf::from(path)))
 }
 
 #[derive(Debug, Args)]

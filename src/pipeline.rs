@@ -446,6 +446,13 @@ impl Pipeline {
         }
         {
             let mut marks = self.progress.lock();
+            if !marks.by_partition.contains_key(&rec.partition) {
+                tracing::info!(
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    "first record of the partition in this assignment"
+                );
+            }
             let w = marks.by_partition.entry(rec.partition).or_default();
             if let Err(e) = w.begin(rec.offset, outputs.len() as u32) {
                 // A record read twice within one assignment: it was handled the first time.

@@ -5,8 +5,9 @@
 use crate::codec::{avro, wire};
 use crate::config::Settings;
 use crate::generate::{self, Generated, Options};
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -92,8 +93,37 @@ pub struct Produced {
     pub consent: AtomicU64,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error(
+        "{0} generated records were not delivered (does the topic exist? see the warnings above)"
+    )]
+    Undelivered(u64),
+}
+
+/// Counts deliveries the broker did not acknowledge: generated traffic
+/// that silently failed to arrive would make every later check meaningless.
+#[derive(Default)]
+pub struct Deliveries {
+    pub failed: AtomicU64,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "generated record not delivered");
+        }
+    }
+}
+
 pub struct Traffic {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<Deliveries>,
     pub produced: Arc<Produced>,
 }
 
@@ -103,7 +133,7 @@ impl Traffic {
         c.set("enable.idempotence", "true").set("acks", "all");
         super::set_default(&mut c, "linger.ms", "5");
         Ok(Traffic {
-            producer: c.create()?,
+            producer: c.create_with_context(Deliveries::default())?,
             produced: Arc::new(Produced::default()),
         })
     }
@@ -195,7 +225,12 @@ impl Traffic {
         self.send(topic, &state.user_id.clone(), Some(&bytes))
     }
 
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+    /// Waits for every record's delivery report; an error if any failed.
+    pub fn flush(&self, timeout: Duration) -> Result<(), TrafficError> {
+        self.producer.flush(timeout)?;
+        match self.producer.context().failed.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(TrafficError::Undelivered(n)),
+        }
     }
 }
