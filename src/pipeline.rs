@@ -372,7 +372,13 @@ impl Pipeline {
         let dead_letter = |class: &str, message: String| {
             m.dead_letters.with_label_values(&[class]).inc();
             m.events.with_label_values(&["dead_letter"]).inc();
-            tracing::warn!(class, partition = rec.partition, offset = rec.offset, error = %message, "dead letter");
+            // The message can quote the record's values: it goes to the dead letter's headers, beside the record, not to the log.
+            tracing::warn!(
+                class,
+                partition = rec.partition,
+                offset = rec.offset,
+                "dead letter"
+            );
             let mut headers = rec.headers.clone();
             let values = [
                 rec.topic.clone(),

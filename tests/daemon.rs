@@ -31,12 +31,21 @@ struct Cluster {
 }
 
 fn cluster(extra: &[(&str, &str)], policy: Option<std::path::PathBuf>) -> Cluster {
+    cluster_with(extra, policy, None)
+}
+
+fn cluster_with(
+    extra: &[(&str, &str)],
+    policy: Option<std::path::PathBuf>,
+    max_in_flight: Option<usize>,
+) -> Cluster {
     let mock = MockCluster::new(1).unwrap();
     let raw = RawSettings {
         brokers: Some(mock.bootstrap_servers()),
         commit_interval_ms: Some(100),
         drain_timeout_ms: Some(5_000),
         policy_poll_ms: Some(100),
+        max_in_flight,
         policy,
         librdkafka: extra
             .iter()
@@ -572,4 +581,60 @@ fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
     assert_eq!(after.len(), 1, "{after:?}");
     assert!(after[0].contains("version=\"2026.11.29-2\""), "{after:?}");
     r.stop();
+}
+
+#[test]
+fn a_slow_alert_topic_slows_consumption_instead_of_growing_memory() {
+    let c = cluster_with(&[("retry.backoff.ms", "100")], None, Some(50));
+    let o = Options {
+        seed: 8,
+        users: 200,
+        violation_share: 0.3,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 1000);
+    produce(&c, &o, &stream, &[]);
+    // The alert topic refuses produce requests for a while (librdkafka keeps retrying them).
+    c.mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 40],
+    );
+    let r = start(&c);
+    r.wait_for("records flowing", Duration::from_secs(30), |m| {
+        judged(m) > 0
+    });
+    let mut most = 0.0f64;
+    let started = Instant::now();
+    let mut judged_during = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        most = most.max(r.metrics.sum("shareaudit_in_flight_records", None));
+        judged_during = judged(&r.metrics);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        most <= 51.0,
+        "in flight grew to {most} with max_in_flight 50"
+    );
+    assert!(
+        most >= 40.0,
+        "the outage must have filled the window (saw {most})"
+    );
+    assert!(
+        judged_during < stream.len() as u64,
+        "consumption must slow while deliveries stall ({judged_during} judged)"
+    );
+    // When the topic recovers, everything flows and every alert arrives.
+    r.wait_for("every event judged", Duration::from_secs(60), |m| {
+        judged(m) == stream.len() as u64
+    });
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    r.stop();
+    let got: BTreeSet<(String, String)> = violations(&c)
+        .iter()
+        .map(|v| (v.event_id.clone(), v.rule_id.clone()))
+        .collect();
+    assert_eq!(got, expected(&stream));
+    assert_eq!(committed(&c), ends(&c));
 }

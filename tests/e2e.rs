@@ -393,6 +393,19 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
         d.sum("shareaudit_in_flight_records", None) == 0.0
     });
 
+    // The probes a Kubernetes deployment uses.
+    let status = |path: &str| {
+        ureq::get(&format!("http://127.0.0.1:{}{path}", d.port))
+            .call()
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(status("/healthz"), 200);
+    assert_eq!(
+        status("/readyz"),
+        200,
+        "ready once the consent table is loaded"
+    );
     // /metrics agrees with what was produced and consumed.
     assert_eq!(
         d.sum("shareaudit_dead_letters_total", None) as usize,

@@ -103,7 +103,12 @@ impl ConsentReader {
                             .consent_records
                             .with_label_values(&["invalid"])
                             .inc();
-                        tracing::warn!(error = %e, partition = msg.partition(), offset = msg.offset(), "consent record skipped: cannot be decoded");
+                        tracing::warn!(
+                            class = e.class(),
+                            partition = msg.partition(),
+                            offset = msg.offset(),
+                            "consent record skipped: cannot be decoded"
+                        );
                     }
                 },
             }
