@@ -122,6 +122,10 @@ struct Daemon {
 }
 
 fn start(n: &Names, dir: &Path) -> Daemon {
+    start_with(n, dir, &[])
+}
+
+fn start_with(n: &Names, dir: &Path, extra: &[&str]) -> Daemon {
     let port = free_port();
     // Logs are kept for a failed run to be read: target/e2e-logs/.
     let _ = dir;
@@ -160,6 +164,7 @@ fn start(n: &Names, dir: &Path) -> Daemon {
                 "/schemas/DataSharingEvent.avsc"
             ),
         ])
+        .args(extra)
         .env("SHAREAUDIT_HMAC_KEY", "e2e-key")
         .env("SHAREAUDIT_LOG", "info")
         .stdout(Stdio::null())
@@ -385,10 +390,21 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
     let expected = generate(&n, 20_000, 12, 101, dir.path());
     let (want, dead) = expectations(&expected);
 
-    let mut d = start(&n, dir.path());
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
+    let mut d = start_with(&n, dir.path(), &["--policy", policy.to_str().unwrap()]);
     d.wait_for("every record judged", Duration::from_secs(240), |d| {
         d.sum("shareaudit_events_total", None) as usize == 20_012
     });
+    // SIGHUP reloads the policy.
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status();
+    d.wait_for(
+        "the policy reloaded on SIGHUP",
+        Duration::from_secs(10),
+        |d| d.sum("shareaudit_policy_reloads_total", Some("result=\"ok\"")) == 1.0,
+    );
     d.wait_for("every output acknowledged", Duration::from_secs(60), |d| {
         d.sum("shareaudit_in_flight_records", None) == 0.0
     });

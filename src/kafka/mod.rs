@@ -149,3 +149,42 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawSettings;
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    #[test]
+    fn tls_and_sasl_settings_pass_through_to_a_librdkafka_built_with_openssl() {
+        let raw = RawSettings {
+            brokers: Some("127.0.0.1:9".into()),
+            librdkafka: [
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", "SCRAM-SHA-512"),
+                ("sasl.username", "shareaudit"),
+                ("sasl.password", "secret"),
+                ("ssl.endpoint.identification.algorithm", "https"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            ..RawSettings::default()
+        };
+        let settings = Settings::from_raw(raw).unwrap();
+        let c = client_config(&settings);
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        // Creating the client checks the properties: it fails for an SSL protocol without OpenSSL.
+        let producer: BaseProducer = c
+            .create()
+            .expect("librdkafka accepts TLS and SASL/SCRAM settings");
+        assert_eq!(producer.in_flight_count(), 0);
+        let mut bad = client_config(&settings);
+        bad.set("security.protocol", "carrier-pigeon");
+        assert!(
+            bad.create::<BaseProducer>().is_err(),
+            "a wrong value is refused, not ignored"
+        );
+    }
+}
