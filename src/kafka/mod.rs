@@ -154,7 +154,7 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
 mod tests {
     use super::*;
     use crate::config::RawSettings;
-    use rdkafka::producer::{BaseProducer, Producer};
+    use rdkafka::producer::BaseProducer;
 
     #[test]
     fn tls_and_sasl_settings_pass_through_to_a_librdkafka_built_with_openssl() {
@@ -176,10 +176,9 @@ mod tests {
         let c = client_config(&settings);
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         // Creating the client checks the properties: it fails for an SSL protocol without OpenSSL.
-        let producer: BaseProducer = c
+        let _producer: BaseProducer = c
             .create()
             .expect("librdkafka accepts TLS and SASL/SCRAM settings");
-        assert_eq!(producer.in_flight_count(), 0);
         let mut bad = client_config(&settings);
         bad.set("security.protocol", "carrier-pigeon");
         assert!(
