@@ -2,8 +2,11 @@
 //! tests of what a single process must guarantee. Consumer groups across
 //! several processes are tested against a real broker (scripts/e2e.sh).
 
+mod common;
+
+use common::read_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -132,49 +135,6 @@ impl Running {
 
 fn judged(m: &Metrics) -> u64 {
     m.sum("shareaudit_events_total", None) as u64
-}
-
-/// Every record of `topic`, from the beginning to the end it has now.
-fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let meta = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in meta.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-        ends.insert(
-            p.id(),
-            consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
-                .unwrap()
-                .1,
-        );
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while ends
-        .iter()
-        .any(|(p, end)| seen.get(p).copied().unwrap_or(0) < *end)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            seen.insert(m.partition(), m.offset() + 1);
-            out.push(m.detach());
-        }
-    }
-    out
 }
 
 fn violations(c: &Cluster) -> Vec<Violation> {
@@ -585,7 +545,19 @@ fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
 
 #[test]
 fn a_slow_alert_topic_slows_consumption_instead_of_growing_memory() {
-    let c = cluster_with(&[("retry.backoff.ms", "100")], None, Some(50));
+    // One produce request in flight per connection: with several, the mock
+    // broker was seen (1 run in 5) to acknowledge a retried batch without
+    // storing it, apparently taking it for a duplicate of a later batch it
+    // accepted out of order (a real broker rejects that with
+    // OutOfOrderSequence). Open question, to be settled on a real broker.
+    let c = cluster_with(
+        &[
+            ("retry.backoff.ms", "100"),
+            ("max.in.flight.requests.per.connection", "1"),
+        ],
+        None,
+        Some(50),
+    );
     let o = Options {
         seed: 8,
         users: 200,
@@ -635,6 +607,30 @@ fn a_slow_alert_topic_slows_consumption_instead_of_growing_memory() {
         .iter()
         .map(|v| (v.event_id.clone(), v.rule_id.clone()))
         .collect();
-    assert_eq!(got, expected(&stream));
+    let want = expected(&stream);
+    if got != want {
+        // Say whether the missing alerts were never written, or written and not read.
+        let all = read_all(&c.settings.brokers, &c.settings.topics.violations);
+        for p in 0..2 {
+            let offsets: Vec<i64> = all
+                .iter()
+                .filter(|m| m.partition() == p)
+                .map(|m| m.offset())
+                .collect();
+            let gaps: Vec<(i64, i64)> = offsets
+                .windows(2)
+                .filter(|w| w[1] != w[0] + 1)
+                .map(|w| (w[0], w[1]))
+                .collect();
+            eprintln!(
+                "violations partition {p}: {} records, first {:?}, last {:?}, gaps {gaps:?}",
+                offsets.len(),
+                offsets.first(),
+                offsets.last()
+            );
+        }
+        let missing: Vec<_> = want.difference(&got).collect();
+        panic!("{} alerts missing: {missing:?}", missing.len());
+    }
     assert_eq!(committed(&c), ends(&c));
 }

@@ -5,8 +5,11 @@
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+mod common;
+
+use common::read_all;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -237,49 +240,6 @@ impl Daemon {
     }
 }
 
-/// Every record of `topic` to the end it has now.
-fn read_all(topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", "e2e-reader")
-        .create()
-        .unwrap();
-    let meta = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in meta.topics()[0].partitions() {
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-            .unwrap();
-        ends.insert(
-            p.id(),
-            consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .unwrap()
-                .1,
-        );
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ends
-        .iter()
-        .any(|(p, end)| seen.get(p).copied().unwrap_or(0) < *end)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "could not read {topic} to its end"
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            seen.insert(m.partition(), m.offset() + 1);
-            out.push(m.detach());
-        }
-    }
-    out
-}
-
 fn committed_and_ends(n: &Names) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
@@ -355,7 +315,7 @@ fn same(got: &BTreeSet<(String, String)>, want: &BTreeSet<(String, String)>, wha
 
 /// (event_id, rule_id) of every alert in the topic, and how many alerts there are.
 fn alerts(n: &Names) -> (BTreeSet<(String, String)>, usize) {
-    let all = read_all(&n.violations);
+    let all = read_all(&brokers(), &n.violations);
     let mut by_id: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut set = BTreeSet::new();
     for m in &all {
@@ -449,7 +409,7 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
     let (got, count) = alerts(&n);
     same(&got, &want, "every expected violation, nothing else");
     assert_eq!(count, want.len(), "no duplicates in a run without restarts");
-    let dlq = read_all(&n.dlq);
+    let dlq = read_all(&brokers(), &n.dlq);
     assert_eq!(dlq.len(), dead.len());
     for m in &dlq {
         let key = String::from_utf8_lossy(m.key().unwrap()).into_owned();

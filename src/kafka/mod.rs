@@ -132,6 +132,18 @@ impl Progress {
     }
 }
 
+/// A message's headers, owned (values of null headers become empty).
+pub fn owned_headers<M: rdkafka::Message>(msg: &M) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers;
+    msg.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Sets `key` unless the operator's passthrough already did.
 pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {

@@ -7,7 +7,7 @@ use super::{Output, Progress, Retry, Ticket};
 use crate::config::Settings;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,14 +41,7 @@ impl ProducerContext for SinkContext {
                 if let Some(w) = marks.by_partition.get_mut(&ticket.partition)
                     && w.fail(ticket.offset).is_ok()
                 {
-                    let headers = msg
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let headers = super::owned_headers(msg);
                     let output = Output {
                         topic: msg.topic().to_owned(),
                         key: msg.key().map(<[u8]>::to_vec),

@@ -8,7 +8,7 @@ use super::{Progress, Record};
 use crate::config::Settings;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -143,14 +143,7 @@ impl Source {
             Ok(m) => m,
             Err(e) => return Some(Err(e)),
         };
-        let headers = msg
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = super::owned_headers(&msg);
         Some(Ok(Record {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),

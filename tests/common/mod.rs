@@ -1,0 +1,50 @@
+//! Helpers shared by the test binaries that talk to a broker.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Every record of `topic`, from the beginning to the end it has now.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let meta = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in meta.topics()[0].partitions() {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+        ends.insert(
+            p.id(),
+            consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .unwrap()
+                .1,
+        );
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut seen: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, end)| seen.get(p).copied().unwrap_or(0) < *end)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen.insert(m.partition(), m.offset() + 1);
+            out.push(m.detach());
+        }
+    }
+    out
+}
