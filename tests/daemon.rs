@@ -249,6 +249,12 @@ fn every_event_is_judged_every_alert_and_dead_letter_arrives_and_offsets_reach_t
             .is_some_and(|s| s.topic == c.settings.topics.events)
     }));
 
+    // Keyed by recipient, as consumers of the alert topic partition by it.
+    for m in read_all(&c.settings.brokers, &c.settings.topics.violations) {
+        let v: Violation = serde_json::from_slice(m.payload().unwrap()).unwrap();
+        assert_eq!(m.key(), Some(v.recipient_id.as_bytes()));
+    }
+
     // Every poison record, byte for byte, with its provenance and error class.
     let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
     assert_eq!(dlq.len(), poison.len());
@@ -633,4 +639,100 @@ fn a_slow_alert_topic_slows_consumption_instead_of_growing_memory() {
         panic!("{} alerts missing: {missing:?}", missing.len());
     }
     assert_eq!(committed(&c), ends(&c));
+}
+
+#[test]
+fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
+    let mock = MockCluster::new(1).unwrap();
+    let raw = RawSettings {
+        brokers: Some(mock.bootstrap_servers()),
+        output_format: Some("avro".into()),
+        commit_interval_ms: Some(100),
+        ..RawSettings::default()
+    };
+    let settings = Settings::from_raw(raw).unwrap();
+    for (t, n) in [
+        (&settings.topics.events, 1),
+        (&settings.topics.consent, 1),
+        (&settings.topics.violations, 1),
+        (&settings.topics.dead_letters, 1),
+    ] {
+        mock.create_topic(t, n, 1).unwrap();
+    }
+    let c = Cluster { mock, settings };
+    // u-000000 has a cancelled account (every 50th user of the pool from 0).
+    let o = Options {
+        seed: 4,
+        users: 100,
+        violation_share: 0.0,
+        ..Options::default()
+    };
+    let t = Traffic::new(&c.settings).unwrap();
+    t.consent_states(&c.settings.topics.consent, &o).unwrap();
+    t.tombstone(&c.settings.topics.consent, "u-000050").unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    let r = start(&c);
+    r.wait_for("ready", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_ready", None) == 1.0
+    });
+    assert_eq!(
+        r.metrics.sum("shareaudit_consent_table_users", None),
+        99.0,
+        "the tombstoned user is gone"
+    );
+
+    // A delivery for each of the two cancelled accounts: only the one still known is a violation.
+    let base = generate::events(&o, 50)
+        .into_iter()
+        .map(|g| g.event)
+        .find(|e| e.recipient.id == "sf-express" || e.recipient.id == "zto-express")
+        .unwrap();
+    let mut known = base.clone();
+    known.subject.user_id = "u-000000".into();
+    known.event_id = "known".into();
+    let mut forgotten = base;
+    forgotten.subject.user_id = "u-000050".into();
+    forgotten.event_id = "forgotten".into();
+    let stream = [
+        Generated {
+            event: known,
+            expected: vec![],
+        },
+        Generated {
+            event: forgotten,
+            expected: vec![],
+        },
+    ];
+    t.events(
+        &c.settings.topics.events,
+        &stream,
+        &[],
+        Framing::Json,
+        0,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    r.wait_for("both judged", Duration::from_secs(30), |m| judged(m) == 2);
+    r.wait_for("acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    r.stop();
+
+    let all = read_all(&c.settings.brokers, &c.settings.topics.violations);
+    assert_eq!(all.len(), 1);
+    let bytes = all[0].payload().unwrap();
+    let (framing, body) = shareaudit::codec::wire::framing(bytes).unwrap();
+    let schema = &avro::schemas().unwrap().violation;
+    assert_eq!(
+        framing,
+        shareaudit::codec::wire::Framing::SingleObject {
+            fingerprint: shareaudit::codec::wire::fingerprint(schema)
+        }
+    );
+    let v = avro::decode_violation(body, None).unwrap();
+    assert_eq!(
+        (v.event_id.as_str(), v.rule_id.as_str()),
+        ("known", "account.cancelled")
+    );
 }

@@ -225,6 +225,11 @@ impl Traffic {
         self.send(topic, &state.user_id.clone(), Some(&bytes))
     }
 
+    /// A tombstone (null value) for `user`: the compacted topic forgets them.
+    pub fn tombstone(&self, topic: &str, user: &str) -> Result<(), KafkaError> {
+        self.send(topic, user, None)
+    }
+
     /// Waits for every record's delivery report; an error if any failed.
     pub fn flush(&self, timeout: Duration) -> Result<(), TrafficError> {
         self.producer.flush(timeout)?;
