@@ -14,7 +14,13 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+    // The demo's live summary is for a person: its expected dead letters are not logged over it.
+    let level = if matches!(cli.command, Command::Demo(_)) && cli.log == "warn" {
+        "error"
+    } else {
+        cli.log.as_str()
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
