@@ -44,6 +44,11 @@ impl ConsentReader {
             let (_, high) = consumer.fetch_watermarks(&topic, p, Duration::from_secs(10))?;
             targets.insert(p, high);
         }
+        if targets.is_empty() {
+            // Not fatal (the topic may be created later), but every event would
+            // be judged with no consent state: say so loudly.
+            tracing::error!(topic = %topic, "the consent topic has no partitions (does it exist?); judging with an empty consent table");
+        }
         consumer.assign(&tpl)?;
         Ok(ConsentReader {
             consumer,
