@@ -15,5 +15,8 @@ cargo test --locked --lib --tests --benches
 cargo run --locked --quiet -- policy check deploy/policy/default.yaml
 cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
 
+# Alert rules (promtool unit tests) and Alertmanager routes (amtool); installs Debian's packages when missing.
+bash scripts/observability.sh
+
 # The daemon against a real broker (tansu; installed when missing).
 bash scripts/e2e.sh
