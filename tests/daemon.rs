@@ -5,12 +5,10 @@
 mod common;
 
 use common::read_all;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use shareaudit::audit::Engine;
 use shareaudit::codec::avro;
 use shareaudit::codec::wire::LocalSchemas;
@@ -157,46 +155,23 @@ fn expected(stream: &[Generated]) -> BTreeSet<(String, String)> {
 }
 
 fn committed(c: &Cluster) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .set("group.id", &c.settings.group_id)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..3 {
-        tpl.add_partition(&c.settings.topics.events, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(5))
-        .unwrap();
-    got.elements()
-        .iter()
-        .filter_map(|e| {
-            if let Offset::Offset(o) = e.offset() {
-                Some((e.partition(), o))
-            } else {
-                None
-            }
-        })
-        .collect()
+    common::committed_and_ends(
+        &c.settings.brokers,
+        &c.settings.group_id,
+        &c.settings.topics.events,
+        3,
+    )
+    .0
 }
 
 fn ends(c: &Cluster) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .create()
-        .unwrap();
-    (0..3)
-        .map(|p| {
-            (
-                p,
-                consumer
-                    .fetch_watermarks(&c.settings.topics.events, p, Duration::from_secs(5))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect()
+    common::committed_and_ends(
+        &c.settings.brokers,
+        &c.settings.group_id,
+        &c.settings.topics.events,
+        3,
+    )
+    .1
 }
 
 fn produce(c: &Cluster, o: &Options, stream: &[Generated], poison: &[traffic::Poison]) {

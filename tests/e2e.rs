@@ -8,9 +8,8 @@ use rdkafka::client::DefaultClientContext;
 mod common;
 
 use common::read_all;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -241,41 +240,7 @@ impl Daemon {
 }
 
 fn committed_and_ends(n: &Names) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", &n.group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition(&n.events, p);
-    }
-    let got = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let committed = got
-        .elements()
-        .iter()
-        .filter_map(|e| {
-            if let Offset::Offset(o) = e.offset() {
-                Some((e.partition(), o))
-            } else {
-                None
-            }
-        })
-        .collect();
-    let ends = (0..4)
-        .map(|p| {
-            (
-                p,
-                consumer
-                    .fetch_watermarks(&n.events, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect();
-    (committed, ends)
+    common::committed_and_ends(&brokers(), &n.group, &n.events, 4)
 }
 
 /// (event_id, rule_id) expected, and key -> dead-letter class.

@@ -139,7 +139,6 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
     if let Some(path) = &args.state {
         // A tombstone line is not a ConsentState; look for it first.
-        let mut tombstones = Vec::new();
         records(
             path,
             &args.format,
@@ -156,7 +155,6 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
                         table.upsert(state);
                     }
                     Ok(Err(user)) => {
-                        tombstones.push(user.clone());
                         table.remove(&user);
                     }
                     Err(e) => {

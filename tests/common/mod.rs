@@ -48,3 +48,48 @@ pub fn read_all(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
     }
     out
 }
+
+/// The group's committed offsets of `topic`'s first `partitions` partitions
+/// (those with one), and the partitions' end offsets.
+pub fn committed_and_ends(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> (BTreeMap<i32, i64>, BTreeMap<i32, i64>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let committed = got
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            if let Offset::Offset(o) = e.offset() {
+                Some((e.partition(), o))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let ends = (0..partitions)
+        .map(|p| {
+            (
+                p,
+                consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect();
+    (committed, ends)
+}
