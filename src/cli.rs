@@ -104,8 +104,15 @@ pub enum PolicyCommand {
 #[derive(Debug, Args, Default)]
 pub struct RunArgs {
     /// A settings file (YAML); flags and environment variables override it.
-    #[arg(long, env = "SHAREAUDIT_CONFIG")]
-    pub config: Option<PathBuf>,
+    /// Repeatable: later files override earlier ones key by key, so that
+    /// credentials can live in a file of their own (a Kubernetes Secret).
+    #[arg(long, env = "SHAREAUDIT_CONFIG", value_delimiter = ',')]
+    pub config: Vec<PathBuf>,
+    /// Check the settings, the policy, the HMAC key, the schema files and the
+    /// librdkafka properties, print what would run, and exit (0 or 2) without
+    /// connecting to anything.
+    #[arg(long)]
+    pub check: bool,
     #[arg(long, env = "SHAREAUDIT_BROKERS")]
     pub brokers: Option<String>,
     #[arg(long, env = "SHAREAUDIT_GROUP_ID")]

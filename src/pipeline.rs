@@ -427,7 +427,9 @@ impl Pipeline {
                             m.suppressed.with_label_values(&[s.rule.as_str()]).inc();
                         }
                         for v in &verdict.violations {
-                            m.violation(v);
+                            let registered =
+                                self.engine.policy().registry.contains_key(&v.recipient_id);
+                            m.violation(v, registered);
                             if v.mode == Mode::Shadow {
                                 tracing::info!(rule = %v.rule_id, alert_id = %v.alert_id, event_id = %v.event_id, "shadow violation");
                                 continue;

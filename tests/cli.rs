@@ -343,3 +343,55 @@ fn schemas_are_printed() {
         );
     }
 }
+
+#[test]
+fn run_check_merges_settings_files_in_order_and_connects_to_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = write(
+        dir.path(),
+        "settings.yaml",
+        "brokers: kafka-a:9092\ngroup_id: audit-a\nlibrdkafka:\n  security.protocol: SASL_SSL\n  sasl.mechanisms: SCRAM-SHA-512\n",
+    );
+    let creds = write(
+        dir.path(),
+        "credentials.yaml",
+        "group_id: audit-b\nlibrdkafka:\n  sasl.username: shareaudit\n  sasl.password: secret\n",
+    );
+    let key = write(dir.path(), "hmac.key", "0123456789abcdef0123456789abcdef\n");
+    let config = format!("{},{}", base.display(), creds.display());
+    let key_arg = format!("--hmac-key-file={}", key.display());
+    let out = run(&["run", "--check", "--config", &config, &key_arg]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The later file wins key by key; nothing else changes.
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("brokers kafka-a:9092, group audit-b"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("secret"),
+        "credentials are not printed: {said}"
+    );
+
+    // librdkafka judges the merged properties: a misspelt one names itself.
+    let typo = write(dir.path(), "typo.yaml", "librdkafka:\n  sasl.usernme: x\n");
+    let config = format!("{},{}", base.display(), typo.display());
+    let out = run(&["run", "--check", "--config", &config, &key_arg]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("sasl.usernme"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A bad second file is refused with its name, line and column.
+    let bad = write(dir.path(), "bad.yaml", "brokers: x\nmax_inflight: 3\n");
+    let config = format!("{},{}", base.display(), bad.display());
+    let out = run(&["run", "--check", "--config", &config, &key_arg]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("bad.yaml:2:"),
+        "{}",
+        text(&out.stderr)
+    );
+}

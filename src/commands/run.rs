@@ -7,7 +7,7 @@ use shareaudit::audit::Engine;
 use shareaudit::codec::registry::Registry;
 use shareaudit::codec::wire::{LocalSchemas, SchemaLookup};
 use shareaudit::config::{RawSettings, Settings};
-use shareaudit::model::Timestamp;
+use shareaudit::model::{PolicyVersion, Timestamp};
 use shareaudit::pipeline::{Control, Pipeline};
 use shareaudit::policy::format_finding;
 use shareaudit::telemetry::{Metrics, http};
@@ -32,6 +32,38 @@ pub fn hmac_key(settings: &Settings) -> Result<Vec<u8>> {
     }
     anyhow::ensure!(!key.is_empty(), "HMAC key file {} is empty", path.display());
     Ok(key)
+}
+
+/// `run --check`: everything `run` reads before it connects, read and
+/// validated; librdkafka itself judges its properties (a consumer and a
+/// producer are created, which opens no connection).
+fn check(settings: &Settings, policy: &str, version: &PolicyVersion) -> Result<i32> {
+    if let Err(e) = schemas(settings) {
+        eprintln!("shareaudit run --check: {e:#}");
+        return Ok(INPUT_ERROR);
+    }
+    let config = shareaudit::kafka::client_config(settings);
+    let clients = config
+        .create::<rdkafka::consumer::BaseConsumer>()
+        .map(drop)
+        .and_then(|()| config.create::<rdkafka::producer::BaseProducer>().map(drop));
+    if let Err(e) = clients {
+        eprintln!("shareaudit run --check: librdkafka properties: {e}");
+        return Ok(INPUT_ERROR);
+    }
+    println!(
+        "ok: brokers {}, group {}, topics {} -> {} (dead letters {}, consent {}), policy {policy} version {} ({}), metrics on {}",
+        settings.brokers,
+        settings.group_id,
+        settings.topics.events,
+        settings.topics.violations,
+        settings.topics.dead_letters,
+        settings.topics.consent,
+        version.version,
+        version.hash,
+        settings.listen,
+    );
+    Ok(OK)
 }
 
 /// Our schemas, ids mapped to schema files, and the registry if configured.
@@ -60,14 +92,12 @@ pub fn signals(control: &Control) -> Result<()> {
 }
 
 pub fn run(args: &RunArgs) -> Result<i32> {
-    let file = match &args.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read settings {}", p.display()))?;
-            RawSettings::from_yaml(&text, &p.display().to_string())?
-        }
-        None => RawSettings::default(),
-    };
+    let mut file = RawSettings::default();
+    for p in &args.config {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read settings {}", p.display()))?;
+        file = file.merge(RawSettings::from_yaml(&text, &p.display().to_string())?);
+    }
     let settings = match Settings::from_raw(file.merge(args.to_raw())) {
         Ok(s) => s,
         Err(e) => {
@@ -86,6 +116,9 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         tracing::warn!(finding = %format_finding(&name, w), "policy warning");
     }
     let key = hmac_key(&settings)?;
+    if args.check {
+        return check(&settings, &name, &loaded.policy.version);
+    }
     let metrics = Arc::new(Metrics::new()?);
     let control = Control::default();
     signals(&control)?;

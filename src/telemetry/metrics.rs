@@ -9,6 +9,9 @@ use prometheus::{
 };
 use std::sync::Mutex;
 
+/// The `recipient` label of a violation whose recipient is not in the registry.
+pub const UNREGISTERED: &str = "unregistered";
+
 pub struct Metrics {
     pub registry: Registry,
     pub events: IntCounterVec,
@@ -87,8 +90,15 @@ impl Metrics {
             violations: counter_vec(
                 &r,
                 "shareaudit_violations_total",
-                "Violations found",
-                &["rule", "severity", "recipient_category", "mode"],
+                "Violations found. `recipient` is the registry id, or `unregistered`: labels stay bounded by the policy",
+                &[
+                    "rule",
+                    "clause",
+                    "severity",
+                    "recipient_category",
+                    "recipient",
+                    "mode",
+                ],
             )?,
             suppressed: counter_vec(
                 &r,
@@ -173,7 +183,9 @@ impl Metrics {
         })
     }
 
-    pub fn violation(&self, v: &Violation) {
+    /// Counts a violation. `registered` says whether its recipient is in the
+    /// policy's registry; only registered ids become label values.
+    pub fn violation(&self, v: &Violation, registered: bool) {
         let mode = if v.mode == Mode::Shadow {
             "shadow"
         } else {
@@ -182,8 +194,14 @@ impl Metrics {
         self.violations
             .with_label_values(&[
                 v.rule_id.as_str(),
+                v.clause.as_str(),
                 v.severity.as_str(),
                 v.recipient_category.as_str(),
+                if registered {
+                    v.recipient_id.as_str()
+                } else {
+                    UNREGISTERED
+                },
                 mode,
             ])
             .inc();
