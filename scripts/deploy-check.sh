@@ -35,6 +35,13 @@ cmp -s deploy/policy/default.yaml deploy/kubernetes/policy.yaml || {
   exit 1
 }
 
+# The dashboard is generated from deploy/grafana/dashboard.py.
+python3 deploy/grafana/dashboard.py "$scratch/dashboard.json"
+cmp -s "$scratch/dashboard.json" deploy/grafana/dashboards/shareaudit.json || {
+  echo "deploy/grafana/dashboards/shareaudit.json is stale: python3 deploy/grafana/dashboard.py" >&2
+  exit 1
+}
+
 # Kubernetes: render with the secrets an operator would add, validate, check the wiring.
 cp -r deploy/kubernetes "$scratch/k"
 head -c 32 /dev/urandom > "$scratch/k/secrets/hmac.key"

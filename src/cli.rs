@@ -125,6 +125,10 @@ pub struct RunArgs {
     pub violations_topic: Option<String>,
     #[arg(long, env = "SHAREAUDIT_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
+    /// The internal topic of the cluster-wide volume.recipient_rate stage
+    /// (created when missing, like a Kafka Streams repartition topic).
+    #[arg(long, env = "SHAREAUDIT_RECIPIENT_RATE_TOPIC")]
+    pub recipient_rate_topic: Option<String>,
     /// json or avro, for the violations written.
     #[arg(long, env = "SHAREAUDIT_OUTPUT_FORMAT")]
     pub output_format: Option<String>,
@@ -166,6 +170,7 @@ impl RunArgs {
                 consent: self.consent_topic.clone(),
                 violations: self.violations_topic.clone(),
                 dead_letters: self.dead_letter_topic.clone(),
+                recipient_rate: self.recipient_rate_topic.clone(),
             },
             output_format: self.output_format.clone(),
             violation_schema_id: self.violation_schema_id,

@@ -43,6 +43,8 @@ pub struct RawTopics {
     pub consent: Option<String>,
     pub violations: Option<String>,
     pub dead_letters: Option<String>,
+    /// The internal topic of the cluster-wide recipient-rate stage.
+    pub recipient_rate: Option<String>,
 }
 
 impl RawSettings {
@@ -57,6 +59,7 @@ impl RawSettings {
         take!(topics.consent);
         take!(topics.violations);
         take!(topics.dead_letters);
+        take!(topics.recipient_rate);
         take!(output_format);
         take!(violation_schema_id);
         take!(schema_registry_url);
@@ -99,6 +102,7 @@ pub struct Topics {
     pub consent: String,
     pub violations: String,
     pub dead_letters: String,
+    pub recipient_rate: String,
 }
 
 /// Settings the daemon runs with.
@@ -118,6 +122,14 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub policy_poll: Duration,
     pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// The consumer group of the recipient-rate stage (its own: it reads
+    /// another topic, and its partitions move independently).
+    pub fn rate_group_id(&self) -> String {
+        format!("{}.recipient-rate", self.group_id)
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -179,6 +191,9 @@ impl Settings {
                 dead_letters: t
                     .dead_letters
                     .unwrap_or_else(|| "privacy.sharing-events.dlq".into()),
+                recipient_rate: t
+                    .recipient_rate
+                    .unwrap_or_else(|| "shareaudit.recipient-rate".into()),
             },
             output,
             schema_registry_url: raw.schema_registry_url,

@@ -42,4 +42,5 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod policytest;
+pub mod recipient_rate;
 pub mod telemetry;

@@ -19,16 +19,19 @@ use crate::codec::wire::{self, SchemaLookup};
 use crate::codec::{DecodeError, avro};
 use crate::config::{OutputFormat, Settings};
 use crate::consent::ConsentTable;
+use crate::kafka::admin::Topology;
 use crate::kafka::consent::ConsentReader;
 use crate::kafka::sink::Sink;
 use crate::kafka::source::Source;
-use crate::kafka::{Output, Progress, Record, Retry, Ticket};
+use crate::kafka::{Output, Progress, Record, Ticket};
 use crate::model::{Mode, Source as EventSource, Timestamp, Violation};
 use crate::policy::{self, format_finding};
+use crate::recipient_rate::{self, RateStage, SharedPolicy};
 use crate::telemetry::Metrics;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Flags the outside world sets: stop (SIGTERM, SIGINT), reload (SIGHUP).
@@ -46,6 +49,23 @@ pub enum PipelineError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("schemas: {0}")]
     Schema(#[from] DecodeError),
+    #[error("{0}")]
+    Thread(String),
+}
+
+/// A violation as the alert topic takes it.
+pub fn encode_violation(format: &OutputFormat, v: &Violation) -> Vec<u8> {
+    match format {
+        OutputFormat::Json => serde_json::to_vec(v).unwrap_or_default(),
+        OutputFormat::Avro { schema_id } => match (avro::encode_violation(v), avro::schemas()) {
+            (Ok(datum), Ok(s)) => match schema_id {
+                Some(id) => wire::confluent(*id, &datum),
+                None => wire::single_object(&s.violation, &datum),
+            },
+            // The schemas are compiled in and tested; JSON is the fallback of last resort.
+            _ => serde_json::to_vec(v).unwrap_or_default(),
+        },
+    }
 }
 
 /// Where the policy comes from, for hot reload.
@@ -85,8 +105,18 @@ pub struct Pipeline {
     table: ConsentTable,
     schemas: Box<dyn SchemaLookup + Send>,
     policy: PolicyFile,
+    /// The policy in force, for the recipient-rate stage.
+    shared_policy: SharedPolicy,
     control: Control,
+    /// Partition counts, for the recipient-rate progress reports.
+    topology: Topology,
+    /// Per assigned partition, when a record last came (or it was assigned).
+    last_record: BTreeMap<i32, Instant>,
 }
+
+/// A partition with nothing in flight and nothing read for this long is
+/// idle: its progress report holds no candidate back.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 const DLQ_HEADERS: [&str; 5] = [
     "shareaudit.source.topic",
@@ -104,11 +134,13 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         control: Control,
     ) -> Result<Pipeline, PipelineError> {
-        let progress = Arc::new(Progress::new(Arc::clone(&metrics)));
+        let progress = Arc::new(Progress::new(Arc::clone(&metrics), &settings.topics.events));
         let sink = Sink::new(&settings, Arc::clone(&progress))?;
         let table = ConsentTable::new(engine.policy().settings.consent_history_per_user);
         metrics.set_policy(&engine.policy().version);
         let policy = PolicyFile::new(settings.policy.clone());
+        let shared_policy = Arc::new(RwLock::new(Arc::clone(engine.policy())));
+        let engine = engine.defer_rate();
         Ok(Pipeline {
             settings,
             progress,
@@ -118,7 +150,13 @@ impl Pipeline {
             table,
             schemas,
             policy,
+            shared_policy,
             control,
+            topology: Topology {
+                event_partitions: 1,
+                rate_partitions: 1,
+            },
+            last_record: BTreeMap::new(),
         })
     }
 
@@ -128,6 +166,36 @@ impl Pipeline {
 
     /// Runs until shutdown is asked; returns after the final commit.
     pub fn run(mut self) -> Result<(), PipelineError> {
+        let window = self.engine.policy().params.rate_window_millis;
+        self.topology = crate::kafka::admin::ensure_rate_topic(
+            &self.settings,
+            window.saturating_mul(3).max(3_600_000),
+        )?;
+        let stage = RateStage::new(
+            self.settings.clone(),
+            Arc::clone(&self.shared_policy),
+            Arc::clone(&self.metrics),
+            self.control.clone(),
+        )?;
+        let stage = std::thread::Builder::new()
+            .name("recipient-rate".into())
+            .spawn(move || stage.run())
+            .map_err(|e| PipelineError::Thread(e.to_string()))?;
+        let result = self.run_events();
+        // The stage stops on the same shutdown flag; a failed event loop stops it too.
+        self.control.shutdown.store(true, Ordering::Relaxed);
+        match stage.join() {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(PipelineError::Thread(
+                    "the recipient-rate stage panicked".into(),
+                ));
+            }
+        }
+        result
+    }
+
+    fn run_events(&mut self) -> Result<(), PipelineError> {
         let mut consent = ConsentReader::new(&self.settings)?;
         let started = Instant::now();
         while !consent.caught_up() {
@@ -148,7 +216,12 @@ impl Pipeline {
             "consent table loaded"
         );
 
-        let mut source = Source::new(&self.settings, Arc::clone(&self.progress))?;
+        let mut source = Source::new(
+            &self.settings,
+            &self.settings.topics.events,
+            &self.settings.group_id,
+            Arc::clone(&self.progress),
+        )?;
         self.control.ready.store(true, Ordering::Relaxed);
         self.metrics.ready.set(1);
         let mut last_commit = Instant::now();
@@ -198,6 +271,7 @@ impl Pipeline {
             }
             if last_commit.elapsed() >= self.settings.commit_interval {
                 self.commit(&source, false);
+                self.report_progress(&source);
                 last_commit = Instant::now();
             }
             if last_lag.elapsed() >= Duration::from_secs(5) {
@@ -243,36 +317,47 @@ impl Pipeline {
     }
 
     fn commit(&self, source: &Source, sync: bool) {
-        let to_commit = self.progress.lock().to_commit();
-        if to_commit.is_empty() {
-            return;
+        source.commit_watermarks(&self.progress, sync);
+    }
+
+    /// Tells the recipient-rate stage how far each partition of ours has
+    /// come in event time: every event up to the reported time has its
+    /// candidate acknowledged on the rate topic. A partition with nothing in
+    /// flight and nothing read for a second is idle and holds nobody back.
+    fn report_progress(&mut self, source: &Source) {
+        let changes = std::mem::take(&mut self.progress.lock().rebalances);
+        for (p, assigned) in changes {
+            if assigned {
+                self.last_record.insert(p, Instant::now());
+            } else {
+                self.last_record.remove(&p);
+            }
         }
-        match source.commit(&to_commit, sync) {
-            Ok(()) => {
-                let mut marks = self.progress.lock();
-                for (p, o) in to_commit {
-                    marks.committed.insert(p, o);
-                    self.metrics
-                        .committed_offset
-                        .with_label_values(&[&p.to_string()])
-                        .set(o);
+        let mut reports = Vec::new();
+        {
+            let marks = self.progress.lock();
+            for (&p, last) in &self.last_record {
+                let w = marks.by_partition.get(&p);
+                let idle = w.is_none_or(|w| w.in_flight() == 0)
+                    && !source.is_paused()
+                    && last.elapsed() >= IDLE_AFTER;
+                let time = if idle {
+                    Some(i64::MAX)
+                } else {
+                    w.and_then(|w| w.done_time())
+                };
+                if let Some(t) = time {
+                    reports.push((p, t));
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "commit failed; will commit again"),
+        }
+        for output in recipient_rate::progress_outputs(&self.settings, self.topology, &reports) {
+            self.sink.send_untracked(&output);
         }
     }
 
     fn update_lag(&self, source: &Source) {
-        let committed = self.progress.lock().committed.clone();
-        for p in source.assigned() {
-            if let Some(end) = source.end_offset(p) {
-                let done = committed.get(&p).copied().unwrap_or(0);
-                self.metrics
-                    .lag
-                    .with_label_values(&[&p.to_string()])
-                    .set((end - done).max(0));
-            }
-        }
+        source.update_lag(&self.progress);
     }
 
     fn reload(&mut self) {
@@ -293,7 +378,12 @@ impl Pipeline {
                 self.metrics.set_policy(&loaded.policy.version);
                 self.metrics.policy_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(version = %loaded.policy.version.version, hash = %loaded.policy.version.hash, "policy reloaded");
-                self.engine.set_policy(Arc::new(loaded.policy));
+                let policy = Arc::new(loaded.policy);
+                *self
+                    .shared_policy
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::clone(&policy);
+                self.engine.set_policy(policy);
             }
             Err(e) => {
                 self.metrics
@@ -306,53 +396,22 @@ impl Pipeline {
     }
 
     fn send_retries(&mut self) {
-        let retries = std::mem::take(&mut self.progress.lock().retries);
-        for r in retries {
-            if let Some(w) = self
-                .progress
-                .lock()
-                .by_partition
-                .get_mut(&r.ticket.partition)
-            {
-                let _ = w.retrying(r.ticket.offset);
-            }
-            self.send(r.output, r.ticket);
-        }
+        self.sink.resend_failed();
     }
 
-    /// Enqueues an output; a refusal fails it in the watermark and queues a retry.
     fn send(&self, output: Output, ticket: Ticket) {
-        if let Err(e) = self.sink.send(&output, ticket) {
-            self.metrics.delivery_failures.inc();
-            tracing::warn!(error = %e, topic = %output.topic, "enqueue refused; retrying");
-            let mut marks = self.progress.lock();
-            if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
-                let _ = w.fail(ticket.offset);
-            }
-            marks.retries.push(Retry { ticket, output });
-        }
+        self.sink.deliver(output, ticket);
     }
 
     fn encode(&self, v: &Violation) -> Vec<u8> {
-        match &self.settings.output {
-            OutputFormat::Json => serde_json::to_vec(v).unwrap_or_default(),
-            OutputFormat::Avro { schema_id } => {
-                match (avro::encode_violation(v), avro::schemas()) {
-                    (Ok(datum), Ok(s)) => match schema_id {
-                        Some(id) => wire::confluent(*id, &datum),
-                        None => wire::single_object(&s.violation, &datum),
-                    },
-                    // The schemas are compiled in and tested; JSON is the fallback of last resort.
-                    _ => serde_json::to_vec(v).unwrap_or_default(),
-                }
-            }
-        }
+        encode_violation(&self.settings.output, v)
     }
 
     /// Judges one record and enqueues its outputs. False when shutdown
     /// interrupted it (the record is left for the next owner).
     fn handle(&mut self, rec: Record) -> bool {
         let started = Instant::now();
+        self.last_record.insert(rec.partition, started);
         let payload = rec.payload.as_deref().unwrap_or_default();
         let decoded = loop {
             match wire::decode_event(payload, self.schemas.as_ref()) {
@@ -398,12 +457,15 @@ impl Pipeline {
                 key: rec.key.clone(),
                 payload: payload.to_vec(),
                 headers,
+                partition: None,
             };
             (output, None)
         };
+        let mut event_time = None;
         match decoded {
             Err(e) => outputs.push(dead_letter(e.class(), e.to_string())),
             Ok(event) => {
+                event_time = Some(event.occurred_at.millis());
                 let ctx = AuditContext {
                     detected_at: Timestamp::now(),
                     source: Some(EventSource {
@@ -439,6 +501,7 @@ impl Pipeline {
                                 key: Some(v.recipient_id.clone().into_bytes()),
                                 payload: self.encode(v),
                                 headers: Vec::new(),
+                                partition: None,
                             };
                             outputs.push((output, Some(v.occurred_at.millis())));
                         }
@@ -448,6 +511,18 @@ impl Pipeline {
                             "violation"
                         };
                         m.events.with_label_values(&[outcome]).inc();
+                        if let Some(candidate) = &verdict.rate_candidate {
+                            outputs.push((
+                                Output {
+                                    topic: self.settings.topics.recipient_rate.clone(),
+                                    key: Some(candidate.recipient_id.clone().into_bytes()),
+                                    payload: recipient_rate::encode_candidate(candidate),
+                                    headers: Vec::new(),
+                                    partition: None,
+                                },
+                                None,
+                            ));
+                        }
                     }
                 }
             }
@@ -462,7 +537,7 @@ impl Pipeline {
                 );
             }
             let w = marks.by_partition.entry(rec.partition).or_default();
-            if let Err(e) = w.begin(rec.offset, outputs.len() as u32) {
+            if let Err(e) = w.begin_timed(rec.offset, outputs.len() as u32, event_time) {
                 // A record read twice within one assignment: it was handled the first time.
                 tracing::warn!(error = %e, "record not begun");
                 return true;

@@ -26,6 +26,7 @@ struct Names {
     consent: String,
     violations: String,
     dlq: String,
+    rate: String,
     group: String,
 }
 
@@ -36,6 +37,7 @@ fn names(test: &str) -> Names {
         consent: format!("consent-{run}"),
         violations: format!("violations-{run}"),
         dlq: format!("dlq-{run}"),
+        rate: format!("rate-{run}"),
         group: format!("shareaudit-{run}"),
     }
 }
@@ -151,6 +153,8 @@ fn start_with(n: &Names, dir: &Path, extra: &[&str]) -> Daemon {
             &n.violations,
             "--dead-letter-topic",
             &n.dlq,
+            "--recipient-rate-topic",
+            &n.rate,
             "--listen",
             &format!("127.0.0.1:{port}"),
         ])

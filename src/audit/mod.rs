@@ -150,6 +150,10 @@ pub struct Verdict {
     /// Enforced and shadow violations (see `Violation::mode`).
     pub violations: Vec<Violation>,
     pub suppressed: Vec<Suppressed>,
+    /// With the recipient-rate rule deferred (`Engine::defer_rate`): the
+    /// violation this event would be if it took its recipient over the
+    /// limit, for the cluster stage to count and decide.
+    pub rate_candidate: Option<Violation>,
 }
 
 impl Verdict {
@@ -164,6 +168,8 @@ pub struct Engine {
     policy: Arc<Policy>,
     hmac: Hmac<Sha256>,
     pub windows: volume::RateWindows,
+    /// `volume.recipient_rate` is decided elsewhere (the cluster stage).
+    defer_rate: bool,
     items: Vec<Item>,
     findings: Vec<Finding>,
 }
@@ -179,9 +185,18 @@ impl Engine {
             policy,
             hmac,
             windows: volume::RateWindows::default(),
+            defer_rate: false,
             items: Vec::new(),
             findings: Vec::new(),
         }
+    }
+
+    /// Leaves `volume.recipient_rate` to the cluster stage: instead of
+    /// counting locally, each event to a limited recipient yields a
+    /// `rate_candidate` (see `recipient_rate`).
+    pub fn defer_rate(mut self) -> Engine {
+        self.defer_rate = true;
+        self
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
@@ -252,13 +267,20 @@ impl Engine {
         data::check(&facts, out);
         subject::check(&facts, out);
         volume::check_bulk(&facts, out);
-        if policy.rule(RuleId::VolumeRecipientRate).is_some()
-            && let Some(f) = self.windows.observe(&facts)
-        {
-            out.push(f);
+        let mut verdict = Verdict::default();
+        if let Some(meta) = policy.rule(RuleId::VolumeRecipientRate) {
+            if !self.defer_rate {
+                if let Some(f) = self.windows.observe_event(&facts) {
+                    out.push(f);
+                }
+            } else if volume::rate_limit(&policy, &event.recipient.id, event.recipient.category)
+                .is_some()
+            {
+                let f = Finding::new(RuleId::VolumeRecipientRate, String::new());
+                verdict.rate_candidate = Some(build(&self.hmac, &facts, meta, &f, ctx));
+            }
         }
 
-        let mut verdict = Verdict::default();
         for f in self.findings.drain(..) {
             let Some(meta) = policy.rule(f.rule) else {
                 continue;
@@ -404,6 +426,35 @@ fn build(
         policy_version: facts.policy.version.clone(),
         source: ctx.source.clone(),
     }
+}
+
+/// The cluster stage's decision on a `rate_candidate` that fired: its
+/// detail written, the current policy's exceptions applied as the engine
+/// applies them to every other rule.
+pub fn decide_rate(policy: &Policy, mut v: Violation, count: usize, now: Timestamp) -> Verdict {
+    let limit = volume::rate_limit(policy, &v.recipient_id, v.recipient_category).unwrap_or(0);
+    v.detail = volume::rate_detail(
+        count,
+        v.recipient_category,
+        &v.recipient_id,
+        policy.params.rate_window_millis,
+        limit,
+    );
+    v.detected_at = now;
+    let mut verdict = Verdict::default();
+    match exception(policy, &v, CatSet::EMPTY, now) {
+        Some(mode) => {
+            verdict.suppressed.push(Suppressed {
+                rule: RuleId::VolumeRecipientRate,
+                exception_mode: mode,
+            });
+            if mode == Mode::Shadow {
+                verdict.violations.push(v);
+            }
+        }
+        None => verdict.violations.push(v),
+    }
+    verdict
 }
 
 /// The mode of the first valid exception matching `v`, if any.

@@ -1,7 +1,8 @@
 //! How much: records per event, and distinct subjects per recipient per window.
 
 use super::{Facts, Finding};
-use crate::model::{RuleId, Severity};
+use crate::model::{RecipientCategory, RuleId, Severity};
+use crate::policy::Policy;
 use rustc_hash::{FxHashMap, FxHasher};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -33,8 +34,46 @@ pub(super) fn check_bulk(f: &Facts<'_>, out: &mut Vec<Finding>) {
     out.push(finding);
 }
 
+/// The subject limit of a recipient for `volume.recipient_rate`: its
+/// registry entry's, else its category's; `None` when it has none.
+pub fn rate_limit(policy: &Policy, recipient_id: &str, category: RecipientCategory) -> Option<u64> {
+    policy
+        .registry
+        .get(recipient_id)
+        .and_then(|e| e.max_subjects_per_hour)
+        .or(policy.profile(category).max_subjects_per_hour)
+}
+
+/// The detail of a `volume.recipient_rate` violation.
+pub fn rate_detail(
+    count: usize,
+    category: RecipientCategory,
+    recipient: &str,
+    window_ms: i64,
+    limit: u64,
+) -> String {
+    format!(
+        "{count} distinct subjects to {category} `{recipient}` within {} s (limit {limit})",
+        window_ms / 1000
+    )
+}
+
+/// A subject's identity in the windows: 64 bits of a hash of its id (the
+/// user id offline, the keyed `subject_ref` in the cluster stage).
+pub fn subject_key(id: &str) -> u64 {
+    let mut h = FxHasher::default();
+    id.hash(&mut h);
+    h.finish()
+}
+
 /// The distinct subjects each limited recipient received within the sliding
 /// window, by event time. Subjects are kept as 64-bit hashes of their ids.
+///
+/// Observations are judged in the order given. Given in event-time order
+/// (the cluster stage sorts them), the outcome depends only on the set of
+/// observations: an event is over the limit when the distinct subjects in
+/// (t - window, t] exceed it, and it fires when no event of the previous
+/// full window was over.
 #[derive(Debug, Default)]
 pub struct RateWindows {
     by_recipient: FxHashMap<String, Window>,
@@ -53,52 +92,53 @@ struct Window {
 }
 
 impl RateWindows {
-    /// Counts the event; a finding when this event takes the recipient over
-    /// its limit and it was not already over within the last full window.
-    pub(super) fn observe(&mut self, f: &Facts<'_>) -> Option<Finding> {
+    /// The offline engine's entry: counts the event of `f`; a finding when it
+    /// takes the recipient over its limit (see `observe`).
+    pub(super) fn observe_event(&mut self, f: &Facts<'_>) -> Option<Finding> {
         let r = &f.event.recipient;
-        let limit = f
-            .entry
-            .and_then(|e| e.max_subjects_per_hour)
-            .or(f.profile.max_subjects_per_hour)?;
+        let limit = rate_limit(f.policy, &r.id, r.category)?;
         let window = f.policy.params.rate_window_millis;
-        let count = self.count(
-            &r.id,
-            &f.event.subject.user_id,
-            f.event.occurred_at.millis(),
-            window,
-        );
-        let w = self.by_recipient.get_mut(r.id.as_str())?;
+        let key = subject_key(&f.event.subject.user_id);
+        let count = self.observe(&r.id, key, f.event.occurred_at.millis(), limit, window)?;
+        Some(Finding::new(
+            RuleId::VolumeRecipientRate,
+            rate_detail(count, r.category, &r.id, window, limit),
+        ))
+    }
+
+    /// Counts `subject` for `recipient` at `t`. `Some(count)` when this
+    /// observation takes the recipient over `limit` and it was not already
+    /// over within the last full window: the rule fires.
+    pub fn observe(
+        &mut self,
+        recipient: &str,
+        subject: u64,
+        t: i64,
+        limit: u64,
+        window: i64,
+    ) -> Option<usize> {
+        let count = self.count_key(recipient, subject, t, window);
+        let w = self.by_recipient.get_mut(recipient)?;
         if count as u64 <= limit {
             return None;
         }
-        let t = f.event.occurred_at.millis();
         let fire = w.last_over.is_none_or(|last| t - last >= window);
         w.last_over = Some(w.last_over.map_or(t, |last| last.max(t)));
-        fire.then(|| {
-            Finding::new(
-                RuleId::VolumeRecipientRate,
-                format!(
-                    "{count} distinct subjects to {} `{}` within {} s (limit {limit})",
-                    r.category,
-                    r.id,
-                    window / 1000
-                ),
-            )
-        })
+        fire.then_some(count)
     }
 
     /// Records (recipient, subject) at `t` and returns the distinct subjects
     /// within (max_t - window, max_t]. A repeated subject is counted once, so
     /// a re-delivered event changes nothing.
     pub fn count(&mut self, recipient: &str, subject: &str, t: i64, window: i64) -> usize {
+        self.count_key(recipient, subject_key(subject), t, window)
+    }
+
+    fn count_key(&mut self, recipient: &str, key: u64, t: i64, window: i64) -> usize {
         let w = match self.by_recipient.get_mut(recipient) {
             Some(w) => w,
             None => self.by_recipient.entry(recipient.to_owned()).or_default(),
         };
-        let mut h = FxHasher::default();
-        subject.hash(&mut h);
-        let key = h.finish();
         let newer = w.last_seen.get(&key).is_none_or(|&seen| t > seen);
         if newer {
             w.last_seen.insert(key, t);

@@ -9,6 +9,7 @@
 //! - [`consent`]: reads the compacted consent topic into the table.
 //! - [`watermark`]: the per-partition commit watermark.
 
+pub mod admin;
 pub mod consent;
 pub mod sink;
 pub mod source;
@@ -52,6 +53,8 @@ pub struct Output {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// A partition of its own choosing (else the key's).
+    pub partition: Option<i32>,
 }
 
 /// An output whose delivery failed, to be sent again.
@@ -66,6 +69,8 @@ pub struct Progress {
     marks: Mutex<Marks>,
     changed: Condvar,
     pub metrics: Arc<Metrics>,
+    /// The topic whose partitions these are (metric labels).
+    pub topic: String,
 }
 
 #[derive(Default)]
@@ -74,6 +79,9 @@ pub struct Marks {
     /// The last offset committed, per partition.
     pub committed: BTreeMap<i32, i64>,
     pub retries: Vec<Retry>,
+    /// Partitions assigned (true) or revoked (false) since the owner last
+    /// looked, in order; for stages that keep state per partition.
+    pub rebalances: Vec<(i32, bool)>,
 }
 
 impl Marks {
@@ -95,12 +103,46 @@ impl Marks {
 }
 
 impl Progress {
-    pub fn new(metrics: Arc<Metrics>) -> Progress {
+    pub fn new(metrics: Arc<Metrics>, topic: &str) -> Progress {
         Progress {
             marks: Mutex::new(Marks::default()),
             changed: Condvar::new(),
             metrics,
+            topic: topic.to_owned(),
         }
+    }
+
+    /// Offsets the broker took as committed.
+    pub fn committed(&self, offsets: &[(i32, i64)]) {
+        let mut marks = self.lock();
+        for &(p, o) in offsets {
+            marks.committed.insert(p, o);
+            self.metrics
+                .committed_offset
+                .with_label_values(&[&self.topic, &p.to_string()])
+                .set(o);
+        }
+    }
+
+    pub fn set_lag(&self, partition: i32, lag: i64) {
+        self.metrics
+            .lag
+            .with_label_values(&[&self.topic, &partition.to_string()])
+            .set(lag);
+    }
+
+    /// A partition left this replica: its series go with it.
+    pub fn forget_partition(&self, partition: i32) {
+        let labels = [self.topic.as_str(), &partition.to_string()];
+        let _ = self.metrics.lag.remove_label_values(&labels);
+        let _ = self.metrics.committed_offset.remove_label_values(&labels);
+    }
+
+    pub fn set_assigned(&self, n: usize) {
+        self.metrics
+            .assigned_partitions
+            .with_label_values(&[&self.topic])
+            .set(n as i64);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Marks> {

@@ -12,6 +12,9 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The ticket partition of outputs no record waits for.
+const UNTRACKED: i32 = -1;
+
 pub struct SinkContext {
     progress: Arc<Progress>,
 }
@@ -47,6 +50,7 @@ impl ProducerContext for SinkContext {
                         key: msg.key().map(<[u8]>::to_vec),
                         payload: msg.payload().unwrap_or_default().to_vec(),
                         headers,
+                        partition: None,
                     };
                     marks.retries.push(Retry {
                         ticket: *ticket,
@@ -62,14 +66,62 @@ impl ProducerContext for SinkContext {
 
 pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
+    progress: Arc<Progress>,
 }
 
 impl Sink {
     pub fn new(settings: &Settings, progress: Arc<Progress>) -> Result<Sink, KafkaError> {
         let mut c = super::client_config(settings);
         c.set("enable.idempotence", "true").set("acks", "all");
-        let producer = c.create_with_context(SinkContext { progress })?;
-        Ok(Sink { producer })
+        let producer = c.create_with_context(SinkContext {
+            progress: Arc::clone(&progress),
+        })?;
+        Ok(Sink { producer, progress })
+    }
+
+    /// Enqueues an output for the record of `ticket`; a refusal fails it in
+    /// the watermark and queues it for `resend_failed`.
+    pub fn deliver(&self, output: Output, ticket: Ticket) {
+        if let Err(e) = self.send(&output, ticket) {
+            self.progress.metrics.delivery_failures.inc();
+            tracing::warn!(error = %e, topic = %output.topic, "enqueue refused; retrying");
+            let mut marks = self.progress.lock();
+            if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
+                let _ = w.fail(ticket.offset);
+            }
+            marks.retries.push(Retry { ticket, output });
+        }
+    }
+
+    /// Enqueues an output no record waits for (a progress report): a
+    /// refusal or a failed delivery is counted and logged, and the next
+    /// report supersedes it.
+    pub fn send_untracked(&self, output: &Output) {
+        let ticket = Ticket {
+            partition: UNTRACKED,
+            offset: -1,
+            occurred_at_ms: None,
+        };
+        if let Err(e) = self.send(output, ticket) {
+            self.progress.metrics.delivery_failures.inc();
+            tracing::warn!(error = %e, topic = %output.topic, "progress report not enqueued");
+        }
+    }
+
+    /// Sends every failed output again.
+    pub fn resend_failed(&self) {
+        let retries = std::mem::take(&mut self.progress.lock().retries);
+        for r in retries {
+            if let Some(w) = self
+                .progress
+                .lock()
+                .by_partition
+                .get_mut(&r.ticket.partition)
+            {
+                let _ = w.retrying(r.ticket.offset);
+            }
+            self.deliver(r.output, r.ticket);
+        }
     }
 
     /// Enqueues one output; waits while librdkafka's queue is full (that is
@@ -94,6 +146,9 @@ impl Sink {
             let mut record = BaseRecord::with_opaque_to(topic, ticket)
                 .payload(payload)
                 .headers(h);
+            if let Some(p) = out.partition {
+                record = record.partition(p);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

@@ -39,17 +39,7 @@ impl SourceContext {
             let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o));
         }
         match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                let mut marks = self.progress.lock();
-                for (p, o) in to_commit {
-                    marks.committed.insert(p, o);
-                    self.progress
-                        .metrics
-                        .committed_offset
-                        .with_label_values(&[&p.to_string()])
-                        .set(o);
-                }
-            }
+            Ok(()) => self.progress.committed(&to_commit),
             Err(e) => {
                 tracing::warn!(error = %e, "commit on revoke failed; the next owner re-reads from the last commit")
             }
@@ -85,11 +75,8 @@ impl ConsumerContext for SourceContext {
         for p in &partitions {
             marks.by_partition.remove(p);
             marks.committed.remove(p);
-            let _ = self
-                .progress
-                .metrics
-                .lag
-                .remove_label_values(&[&p.to_string()]);
+            marks.rebalances.push((*p, false));
+            self.progress.forget_partition(*p);
         }
         // Failed outputs of revoked partitions: the next owner re-reads those records.
         marks
@@ -100,10 +87,15 @@ impl ConsumerContext for SourceContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            tracing::info!(partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(), "partitions assigned");
+            let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
+            self.progress
+                .lock()
+                .rebalances
+                .extend(partitions.iter().map(|p| (*p, true)));
         }
         let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.progress.metrics.assigned_partitions.set(n as i64);
+        self.progress.set_assigned(n);
     }
 }
 
@@ -114,9 +106,16 @@ pub struct Source {
 }
 
 impl Source {
-    pub fn new(settings: &Settings, progress: Arc<Progress>) -> Result<Source, KafkaError> {
+    /// A member of `group` reading `topic` (the event topic in the group
+    /// `settings.group_id`, or the recipient-rate topic in its own group).
+    pub fn new(
+        settings: &Settings,
+        topic: &str,
+        group: &str,
+        progress: Arc<Progress>,
+    ) -> Result<Source, KafkaError> {
         let mut c = super::client_config(settings);
-        c.set("group.id", &settings.group_id)
+        c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
         super::set_default(&mut c, "auto.offset.reset", "earliest");
@@ -124,14 +123,14 @@ impl Source {
         super::set_default(&mut c, "queued.max.messages.kbytes", "16384");
         let context = SourceContext {
             progress,
-            topic: settings.topics.events.clone(),
+            topic: topic.to_owned(),
             drain_timeout: settings.drain_timeout,
         };
         let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
-        consumer.subscribe(&[settings.topics.events.as_str()])?;
+        consumer.subscribe(&[topic])?;
         Ok(Source {
             consumer,
-            topic: settings.topics.events.clone(),
+            topic: topic.to_owned(),
             paused: false,
         })
     }
@@ -170,6 +169,31 @@ impl Source {
         )
     }
 
+    /// Commits what the watermarks allow (and records it).
+    pub fn commit_watermarks(&self, progress: &Progress, sync: bool) {
+        let to_commit = progress.lock().to_commit();
+        if to_commit.is_empty() {
+            return;
+        }
+        match self.commit(&to_commit, sync) {
+            Ok(()) => progress.committed(&to_commit),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, error = %e, "commit failed; will commit again")
+            }
+        }
+    }
+
+    /// Lag per assigned partition: its end minus the last commit.
+    pub fn update_lag(&self, progress: &Progress) {
+        let committed = progress.lock().committed.clone();
+        for p in self.assigned() {
+            if let Some(end) = self.end_offset(p) {
+                let done = committed.get(&p).copied().unwrap_or(0);
+                progress.set_lag(p, (end - done).max(0));
+            }
+        }
+    }
+
     /// Stops (or resumes) fetching, for backpressure and shutdown; polling
     /// goes on (heartbeats, rebalances).
     pub fn set_paused(&mut self, pause: bool) {
@@ -206,6 +230,20 @@ impl Source {
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(1))
             .ok()
             .map(|(_, high)| high)
+    }
+
+    /// The group's committed offset of a partition (the next to read), if any.
+    pub fn committed_offset(&self, partition: i32) -> Option<i64> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        let got = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .ok()?;
+        match got.find_partition(&self.topic, partition)?.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }
     }
 
     /// Leaves the group (after the final commit).

@@ -22,6 +22,8 @@ pub enum WatermarkError {
     Unknown(i64),
     #[error("offset {0} has no output outstanding")]
     Overacked(i64),
+    #[error("offset {0} is not held")]
+    NotHeld(i64),
 }
 
 #[derive(Debug)]
@@ -31,6 +33,10 @@ struct InFlight {
     pending: u32,
     /// Outputs whose delivery failed and that await a retry.
     failed: u32,
+    /// Read, but its outputs are not decided yet (`begin_held`).
+    held: bool,
+    /// The event time of the record, when it has one.
+    time: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -40,12 +46,24 @@ pub struct Watermark {
     /// The next offset to commit (one past the last fully acknowledged record).
     committable: Option<i64>,
     last_begun: Option<i64>,
+    /// The latest event time among the records behind the watermark.
+    done_time: Option<i64>,
 }
 
 impl Watermark {
     /// A record was read at `offset` and will produce `outputs` outputs
     /// (0 for a clean event: it is done as soon as everything before it is).
     pub fn begin(&mut self, offset: i64, outputs: u32) -> Result<(), WatermarkError> {
+        self.begin_timed(offset, outputs, None)
+    }
+
+    /// `begin`, for a record with an event time: `done_time` follows it.
+    pub fn begin_timed(
+        &mut self,
+        offset: i64,
+        outputs: u32,
+        time: Option<i64>,
+    ) -> Result<(), WatermarkError> {
         if let Some(last) = self.last_begun
             && offset <= last
         {
@@ -56,7 +74,32 @@ impl Watermark {
             offset,
             pending: outputs,
             failed: 0,
+            held: false,
+            time,
         });
+        self.advance();
+        Ok(())
+    }
+
+    /// A record was read at `offset` whose outputs are decided later
+    /// (`release`): the watermark stops before it until then. Used by the
+    /// recipient-rate stage, which judges in event-time order.
+    pub fn begin_held(&mut self, offset: i64) -> Result<(), WatermarkError> {
+        self.begin(offset, 1)?;
+        if let Some(r) = self.in_flight.back_mut() {
+            r.held = true;
+        }
+        Ok(())
+    }
+
+    /// The held record at `offset` was decided: it produces `outputs` outputs.
+    pub fn release(&mut self, offset: i64, outputs: u32) -> Result<(), WatermarkError> {
+        let r = self.find(offset)?;
+        if !r.held {
+            return Err(WatermarkError::NotHeld(offset));
+        }
+        r.held = false;
+        r.pending = outputs;
         self.advance();
         Ok(())
     }
@@ -72,7 +115,7 @@ impl Watermark {
     /// One output of the record at `offset` was acknowledged by the broker.
     pub fn ack(&mut self, offset: i64) -> Result<(), WatermarkError> {
         let r = self.find(offset)?;
-        if r.pending == 0 {
+        if r.pending == 0 || r.held {
             return Err(WatermarkError::Overacked(offset));
         }
         r.pending -= 1;
@@ -84,7 +127,7 @@ impl Watermark {
     /// watermark does not pass this record until a retry is acked.
     pub fn fail(&mut self, offset: i64) -> Result<(), WatermarkError> {
         let r = self.find(offset)?;
-        if r.pending == 0 {
+        if r.pending == 0 || r.held {
             return Err(WatermarkError::Overacked(offset));
         }
         r.failed += 1;
@@ -104,6 +147,9 @@ impl Watermark {
                 break;
             }
             self.committable = Some(front.offset + 1);
+            if let Some(t) = front.time {
+                self.done_time = Some(self.done_time.map_or(t, |d| d.max(t)));
+            }
             self.in_flight.pop_front();
         }
     }
@@ -111,6 +157,12 @@ impl Watermark {
     /// The offset to commit (the next to read), if anything new is committable.
     pub fn commit_offset(&self) -> Option<i64> {
         self.committable
+    }
+
+    /// The latest event time of the records whose outputs are all
+    /// acknowledged, contiguously (what the recipient-rate watermark reports).
+    pub fn done_time(&self) -> Option<i64> {
+        self.done_time
     }
 
     /// Records read whose outputs are not all acknowledged (backpressure counts these).
@@ -123,15 +175,51 @@ impl Watermark {
         self.in_flight.iter().map(|r| r.failed).sum()
     }
 
-    /// Everything read is acknowledged (a drain is complete).
+    /// Every output sent is acknowledged (a drain is complete). Held
+    /// records do not count: nothing of theirs was sent, and the next owner
+    /// of the partition reads them again from the commit.
     pub fn is_drained(&self) -> bool {
-        self.in_flight.is_empty()
+        self.in_flight.iter().all(|r| r.held || r.pending == 0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_records_stop_the_watermark_until_released_in_any_order() {
+        let mut w = Watermark::default();
+        w.begin_held(1).unwrap();
+        w.begin_held(2).unwrap();
+        w.begin(3, 0).unwrap();
+        assert_eq!(w.commit_offset(), None);
+        assert!(w.is_drained(), "nothing sent, nothing to wait for");
+        assert_eq!(w.ack(1), Err(WatermarkError::Overacked(1)));
+        // Released out of offset order (event-time order): 2 first, with an output.
+        w.release(2, 1).unwrap();
+        assert!(!w.is_drained());
+        w.release(1, 0).unwrap();
+        assert_eq!(w.commit_offset(), Some(2));
+        w.ack(2).unwrap();
+        assert_eq!(w.commit_offset(), Some(4));
+        assert_eq!(w.release(2, 0), Err(WatermarkError::Unknown(2)));
+        w.begin(5, 1).unwrap();
+        assert_eq!(w.release(5, 0), Err(WatermarkError::NotHeld(5)));
+    }
+
+    #[test]
+    fn done_time_is_the_latest_event_time_behind_the_watermark() {
+        let mut w = Watermark::default();
+        w.begin_timed(1, 1, Some(100)).unwrap();
+        w.begin_timed(2, 0, Some(300)).unwrap();
+        w.begin(3, 0).unwrap(); // a dead letter: no event time
+        assert_eq!(w.done_time(), None, "record 1 is not acknowledged");
+        w.ack(1).unwrap();
+        assert_eq!(w.done_time(), Some(300));
+        w.begin_timed(4, 0, Some(200)).unwrap();
+        assert_eq!(w.done_time(), Some(300), "never goes back");
+    }
 
     #[test]
     fn clean_records_commit_as_they_come() {

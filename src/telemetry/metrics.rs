@@ -28,7 +28,9 @@ pub struct Metrics {
     pub policy_info: IntGaugeVec,
     pub in_flight: IntGauge,
     pub committed_offset: IntGaugeVec,
-    pub assigned_partitions: IntGauge,
+    pub assigned_partitions: IntGaugeVec,
+    pub rate_observations: IntCounterVec,
+    pub rate_pending: IntGauge,
     pub ready: IntGauge,
     current_policy: Mutex<Option<PolicyVersion>>,
 }
@@ -131,7 +133,7 @@ impl Metrics {
                 &r,
                 "shareaudit_consumer_lag_messages",
                 "Messages between the committed watermark and the partition's end",
-                &["partition"],
+                &["topic", "partition"],
             )?,
             delivery_failures,
             consent_users: gauge(
@@ -166,12 +168,24 @@ impl Metrics {
                 &r,
                 "shareaudit_committed_offset",
                 "The last offset committed, by partition",
-                &["partition"],
+                &["topic", "partition"],
             )?,
-            assigned_partitions: gauge(
+            assigned_partitions: gauge_vec(
                 &r,
                 "shareaudit_assigned_partitions",
-                "Partitions of the event topic assigned to this replica",
+                "Partitions assigned to this replica: of the event topic, and of the recipient-rate topic",
+                &["topic"],
+            )?,
+            rate_observations: counter_vec(
+                &r,
+                "shareaudit_rate_observations_total",
+                "Observations judged by the cluster-wide volume.recipient_rate stage: counted (in event-time order), late (after later ones were judged), restored (replayed into the windows after a rebalance), invalid",
+                &["outcome"],
+            )?,
+            rate_pending: gauge(
+                &r,
+                "shareaudit_rate_pending_observations",
+                "Observations held by the recipient-rate stage until the grace period orders them",
             )?,
             ready: gauge(
                 &r,

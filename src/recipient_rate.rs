@@ -1,0 +1,702 @@
+//! The cluster-wide `volume.recipient_rate` stage.
+//!
+//! Events are keyed by user, so every replica sees a share of each
+//! recipient's events. The event pipeline therefore does not count them: for
+//! each event to a limited recipient it produces the violation that event
+//! would be (the *candidate*: no personal value, the subject as its keyed
+//! `subject_ref`) to an internal topic keyed by recipient, as Kafka Streams
+//! repartitions. This stage, a member of its own consumer group on that
+//! topic, sees all of a recipient's candidates in one place and counts them.
+//!
+//! - **Event-time order.** Candidates from several replicas interleave in
+//!   any order. So that the outcome is the one a single process judging
+//!   the stream in event-time order gets, whatever the number of replicas,
+//!   the stage judges a candidate only once every partition of the event
+//!   topic is known to have come past its event time: each replica reports,
+//!   to every partition of the rate topic, how far in event time each of
+//!   its event partitions is acknowledged (an idle partition holds nobody
+//!   back). Candidates are held until the least of those reports passes
+//!   them, then judged sorted by (event time, event id), as Flink's
+//!   watermarks order a stream. A candidate older than one already judged
+//!   (an event partition whose event times go backwards, or one that was
+//!   idle) is judged at once and counted as `late`.
+//! - **Commits.** A held candidate holds its partition's watermark
+//!   (`Watermark::begin_held`); a judged one releases it with its output
+//!   (a violation) or none.
+//! - **Rebalances.** A partition's windows are rebuilt by its new owner from
+//!   the topic itself, before the commit (the candidates judged before),
+//!   replayed without alerting. The topic's retention covers that.
+//! - **Duplicates.** A candidate produced twice (its event re-audited after
+//!   a crash) is recognised by its event id and judged once; one judged
+//!   again after this stage's own crash gives the same decision and the
+//!   same `alert_id`.
+
+use crate::audit::{decide_rate, volume};
+use crate::config::Settings;
+use crate::kafka::admin::Topology;
+use crate::kafka::sink::Sink;
+use crate::kafka::source::Source;
+use crate::kafka::{Output, Progress, Record, Ticket};
+use crate::model::{Mode, Timestamp, Violation};
+use crate::pipeline::{Control, encode_violation};
+use crate::policy::Policy;
+use crate::telemetry::Metrics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// The policy in force, shared with the event pipeline (which reloads it).
+pub type SharedPolicy = Arc<RwLock<Arc<Policy>>>;
+
+/// How long a new owner may take to replay a partition's windows.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A candidate as the internal topic carries it: the violation, JSON.
+pub fn encode_candidate(v: &Violation) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+/// The header that marks a progress report on the rate topic.
+pub const KIND_HEADER: &str = "shareaudit.kind";
+pub const KIND_PROGRESS: &str = "progress";
+
+/// "Every event of `source_partition` up to `event_time` has its candidate
+/// on this topic" (`i64::MAX`: the partition is idle), from the replica
+/// that owns it; `sources` is the number of event partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgressReport {
+    pub source_partition: i32,
+    pub event_time: i64,
+    pub sources: usize,
+}
+
+/// The progress reports of one replica, to every partition of the rate topic.
+pub fn progress_outputs(
+    settings: &Settings,
+    topology: Topology,
+    reports: &[(i32, i64)],
+) -> Vec<Output> {
+    let mut out = Vec::with_capacity(reports.len() * topology.rate_partitions);
+    for &(source_partition, event_time) in reports {
+        let report = ProgressReport {
+            source_partition,
+            event_time,
+            sources: topology.event_partitions,
+        };
+        let payload = serde_json::to_vec(&report).unwrap_or_default();
+        for q in 0..topology.rate_partitions {
+            out.push(Output {
+                topic: settings.topics.recipient_rate.clone(),
+                key: None,
+                payload: payload.clone(),
+                headers: vec![(KIND_HEADER.to_owned(), KIND_PROGRESS.as_bytes().to_vec())],
+                partition: Some(q as i32),
+            });
+        }
+    }
+    out
+}
+
+/// What a record of the rate topic is.
+enum Item {
+    Candidate(Box<Violation>),
+    Progress(ProgressReport),
+    Unreadable,
+}
+
+fn read_item(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Item {
+    let progress = headers
+        .iter()
+        .any(|(k, v)| k == KIND_HEADER && v == KIND_PROGRESS.as_bytes());
+    let Some(b) = payload else {
+        return Item::Unreadable;
+    };
+    if progress {
+        serde_json::from_slice(b).map_or(Item::Unreadable, Item::Progress)
+    } else {
+        serde_json::from_slice(b).map_or(Item::Unreadable, |v| Item::Candidate(Box::new(v)))
+    }
+}
+
+/// The order candidates are judged in.
+type Key = (i64, String, i64);
+
+#[derive(Default)]
+struct PartitionState {
+    windows: volume::RateWindows,
+    /// Held candidates by (event time, event id, offset).
+    held: BTreeMap<Key, Violation>,
+    /// Per event partition, the latest event time reported done.
+    progress: BTreeMap<i32, i64>,
+    /// How many event partitions there are (from the reports).
+    sources: usize,
+    /// The latest event time judged.
+    judged_time: i64,
+    /// Event ids judged recently (duplicates are judged once), with their times for pruning.
+    judged: HashSet<String>,
+    judged_order: VecDeque<(i64, String)>,
+}
+
+impl PartitionState {
+    /// The event time every event partition has come past.
+    fn watermark(&self) -> i64 {
+        if self.sources == 0 || self.progress.len() < self.sources {
+            return i64::MIN;
+        }
+        self.progress.values().copied().min().unwrap_or(i64::MIN)
+    }
+
+    /// The held candidates the watermark has passed, in judging order, with their offsets.
+    fn ready(&mut self) -> Vec<(i64, Violation)> {
+        let horizon = self.watermark();
+        let mut out = Vec::new();
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > horizon {
+                break;
+            }
+            let offset = entry.key().2;
+            out.push((offset, entry.remove()));
+        }
+        out
+    }
+
+    fn report(&mut self, r: ProgressReport) {
+        self.sources = self.sources.max(r.sources);
+        let t = self.progress.entry(r.source_partition).or_insert(i64::MIN);
+        *t = (*t).max(r.event_time);
+    }
+
+    /// Remembers a judged event; forgets those too old to come again.
+    fn judged(&mut self, t: i64, event_id: &str, window: i64) {
+        self.judged_time = self.judged_time.max(t);
+        if self.judged.insert(event_id.to_owned()) {
+            self.judged_order.push_back((t, event_id.to_owned()));
+        }
+        let horizon = self.judged_time.saturating_sub(window.saturating_mul(2));
+        while let Some((t, _)) = self.judged_order.front() {
+            if *t >= horizon {
+                break;
+            }
+            if let Some((_, id)) = self.judged_order.pop_front() {
+                self.judged.remove(&id);
+            }
+        }
+    }
+}
+
+pub struct RateStage {
+    settings: Settings,
+    progress: Arc<Progress>,
+    sink: Sink,
+    metrics: Arc<Metrics>,
+    policy: SharedPolicy,
+    control: Control,
+    partitions: BTreeMap<i32, PartitionState>,
+}
+
+impl RateStage {
+    pub fn new(
+        settings: Settings,
+        policy: SharedPolicy,
+        metrics: Arc<Metrics>,
+        control: Control,
+    ) -> Result<RateStage, rdkafka::error::KafkaError> {
+        let progress = Arc::new(Progress::new(
+            Arc::clone(&metrics),
+            &settings.topics.recipient_rate,
+        ));
+        let sink = Sink::new(&settings, Arc::clone(&progress))?;
+        Ok(RateStage {
+            settings,
+            progress,
+            sink,
+            metrics,
+            policy,
+            control,
+            partitions: BTreeMap::new(),
+        })
+    }
+
+    fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs until shutdown; held candidates are left to the next owner
+    /// (the commit stops before them).
+    pub fn run(mut self) -> Result<(), rdkafka::error::KafkaError> {
+        let group = self.settings.rate_group_id();
+        let mut source = Source::new(
+            &self.settings,
+            &self.settings.topics.recipient_rate,
+            &group,
+            Arc::clone(&self.progress),
+        )?;
+        let mut last_commit = Instant::now();
+        let mut last_lag = Instant::now();
+        let mut last_retry = Instant::now();
+        while !self.control.shutdown.load(Ordering::Relaxed) {
+            if let Some(Ok(rec)) = source.poll(Duration::from_millis(50)) {
+                self.rebalanced(&source);
+                self.arrive(rec);
+            } else {
+                self.rebalanced(&source);
+            }
+            self.release();
+            if last_retry.elapsed() >= Duration::from_millis(200) {
+                self.sink.resend_failed();
+                last_retry = Instant::now();
+            }
+            if last_commit.elapsed() >= self.settings.commit_interval {
+                source.commit_watermarks(&self.progress, false);
+                last_commit = Instant::now();
+            }
+            if last_lag.elapsed() >= Duration::from_secs(5) {
+                source.update_lag(&self.progress);
+                last_lag = Instant::now();
+            }
+        }
+        // Drain what was sent; held candidates stay unjudged and uncommitted.
+        source.set_paused(true);
+        let deadline = Instant::now() + self.settings.drain_timeout;
+        while !self.progress.wait_until(
+            (Instant::now() + Duration::from_millis(100)).min(deadline),
+            |m| m.by_partition.values().all(|w| w.is_drained()),
+        ) && Instant::now() < deadline
+        {
+            self.sink.resend_failed();
+            let _ = source.poll(Duration::ZERO);
+        }
+        source.commit_watermarks(&self.progress, true);
+        source.close();
+        self.sink.flush(Duration::from_secs(1));
+        Ok(())
+    }
+
+    /// Partitions that came or went since the last look: state dropped, or rebuilt.
+    fn rebalanced(&mut self, source: &Source) {
+        let changes = std::mem::take(&mut self.progress.lock().rebalances);
+        for (p, assigned) in changes {
+            if assigned {
+                let state = self.restore(source, p);
+                self.partitions.insert(p, state);
+            } else {
+                self.partitions.remove(&p);
+            }
+        }
+        self.metrics
+            .rate_pending
+            .set(self.partitions.values().map(|s| s.held.len() as i64).sum());
+    }
+
+    /// A new owner's windows: every candidate before the group's commit,
+    /// replayed in event-time order without alerting.
+    fn restore(&self, source: &Source, partition: i32) -> PartitionState {
+        let mut state = PartitionState::default();
+        let Some(end) = source.committed_offset(partition) else {
+            return state; // nothing judged yet: nothing to replay
+        };
+        let started = Instant::now();
+        let mut replay: BTreeSet<(i64, String, i64)> = BTreeSet::new();
+        let mut candidates: BTreeMap<i64, Violation> = BTreeMap::new();
+        let read = (|| -> Result<(), rdkafka::error::KafkaError> {
+            let mut c = crate::kafka::client_config(&self.settings);
+            c.set("enable.auto.commit", "false").set(
+                "group.id",
+                format!("{}.restore", self.settings.rate_group_id()),
+            );
+            let consumer: BaseConsumer = c.create()?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(
+                &self.settings.topics.recipient_rate,
+                partition,
+                Offset::Beginning,
+            )?;
+            consumer.assign(&tpl)?;
+            let deadline = Instant::now() + RESTORE_TIMEOUT;
+            loop {
+                if Instant::now() >= deadline {
+                    tracing::error!(
+                        partition,
+                        end,
+                        "recipient-rate restore timed out; windows start partial"
+                    );
+                    return Ok(());
+                }
+                let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
+                    // Nothing older than the commit left? The low watermark may be past it.
+                    let (low, _) = consumer.fetch_watermarks(
+                        &self.settings.topics.recipient_rate,
+                        partition,
+                        Duration::from_secs(5),
+                    )?;
+                    if low >= end {
+                        return Ok(());
+                    }
+                    continue;
+                };
+                let msg = msg?;
+                if msg.offset() >= end {
+                    return Ok(());
+                }
+                let headers = crate::kafka::owned_headers(&msg);
+                match read_item(&headers, msg.payload()) {
+                    Item::Candidate(v) => {
+                        replay.insert((v.occurred_at.millis(), v.event_id.clone(), msg.offset()));
+                        candidates.insert(msg.offset(), *v);
+                    }
+                    Item::Progress(r) => state.report(r),
+                    Item::Unreadable => {}
+                }
+                if msg.offset() + 1 >= end {
+                    return Ok(());
+                }
+            }
+        })();
+        if let Err(e) = read {
+            tracing::error!(partition, error = %e, "recipient-rate restore failed; windows start partial");
+        }
+        let policy = self.policy();
+        let window = policy.params.rate_window_millis;
+        for (t, event_id, offset) in &replay {
+            let Some(v) = candidates.get(offset) else {
+                continue;
+            };
+            if state.judged.contains(event_id) {
+                continue;
+            }
+            if let Some(limit) = volume::rate_limit(&policy, &v.recipient_id, v.recipient_category)
+            {
+                let _ = state.windows.observe(
+                    &v.recipient_id,
+                    volume::subject_key(&v.subject_ref),
+                    *t,
+                    limit,
+                    window,
+                );
+            }
+            state.judged(*t, event_id, window);
+        }
+        self.metrics
+            .rate_observations
+            .with_label_values(&["restored"])
+            .inc_by(replay.len() as u64);
+        tracing::info!(
+            partition,
+            candidates = replay.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "recipient-rate windows restored"
+        );
+        state
+    }
+
+    /// A record of the rate topic: a progress report, or a candidate, held
+    /// for ordering, judged at once when late, skipped when a duplicate.
+    fn arrive(&mut self, rec: Record) {
+        let item = read_item(&rec.headers, rec.payload.as_deref());
+        let held = matches!(item, Item::Candidate(_));
+        let begun = {
+            let mut marks = self.progress.lock();
+            let w = marks.by_partition.entry(rec.partition).or_default();
+            if held {
+                w.begin_held(rec.offset)
+            } else {
+                w.begin(rec.offset, 0)
+            }
+        };
+        if let Err(e) = begun {
+            tracing::warn!(error = %e, "rate record not begun");
+            return;
+        }
+        let observed = |outcome: &str| {
+            self.metrics
+                .rate_observations
+                .with_label_values(&[outcome])
+                .inc();
+        };
+        let v = match item {
+            Item::Candidate(v) => *v,
+            Item::Progress(r) => {
+                self.partitions.entry(rec.partition).or_default().report(r);
+                return;
+            }
+            Item::Unreadable => {
+                // Only shareaudit writes this topic: a record it cannot read is a bug or a stranger.
+                observed("invalid");
+                tracing::error!(
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    "unreadable record on the recipient-rate topic; skipped"
+                );
+                return;
+            }
+        };
+        let t = v.occurred_at.millis();
+        let state = self.partitions.entry(rec.partition).or_default();
+        if state.judged.contains(&v.event_id) {
+            observed("duplicate");
+            self.settle(rec.partition, rec.offset, Vec::new());
+        } else if t < state.judged_time {
+            observed("late");
+            self.judge(rec.partition, rec.offset, v);
+        } else {
+            state.held.insert((t, v.event_id.clone(), rec.offset), v);
+        }
+    }
+
+    /// Judges, in event-time order, the held candidates every event
+    /// partition has come past.
+    fn release(&mut self) {
+        let mut ready: Vec<(i32, i64, Violation)> = Vec::new();
+        for (p, state) in self.partitions.iter_mut() {
+            ready.extend(state.ready().into_iter().map(|(o, v)| (*p, o, v)));
+        }
+        for (p, offset, v) in ready {
+            let duplicate = self
+                .partitions
+                .get(&p)
+                .is_some_and(|s| s.judged.contains(&v.event_id));
+            if duplicate {
+                self.metrics
+                    .rate_observations
+                    .with_label_values(&["duplicate"])
+                    .inc();
+                self.settle(p, offset, Vec::new());
+                continue;
+            }
+            self.metrics
+                .rate_observations
+                .with_label_values(&["counted"])
+                .inc();
+            self.judge(p, offset, v);
+        }
+        self.metrics
+            .rate_pending
+            .set(self.partitions.values().map(|s| s.held.len() as i64).sum());
+    }
+
+    /// Counts one candidate; alerts when it takes its recipient over the limit.
+    fn judge(&mut self, partition: i32, offset: i64, v: Violation) {
+        let policy = self.policy();
+        let mut outputs = Vec::new();
+        let t = v.occurred_at.millis();
+        let event_id = v.event_id.clone();
+        let fired =
+            volume::rate_limit(&policy, &v.recipient_id, v.recipient_category).and_then(|limit| {
+                self.partitions
+                    .entry(partition)
+                    .or_default()
+                    .windows
+                    .observe(
+                        &v.recipient_id,
+                        volume::subject_key(&v.subject_ref),
+                        t,
+                        limit,
+                        policy.params.rate_window_millis,
+                    )
+            });
+        if let Some(count) = fired
+            && policy
+                .rule(crate::model::RuleId::VolumeRecipientRate)
+                .is_some()
+        {
+            let verdict = decide_rate(&policy, v, count, Timestamp::now());
+            for s in verdict
+                .suppressed
+                .iter()
+                .filter(|s| s.exception_mode == Mode::Enforce)
+            {
+                self.metrics
+                    .suppressed
+                    .with_label_values(&[s.rule.as_str()])
+                    .inc();
+            }
+            for v in verdict.violations {
+                let registered = policy.registry.contains_key(&v.recipient_id);
+                self.metrics.violation(&v, registered);
+                if v.mode == Mode::Shadow {
+                    tracing::info!(rule = %v.rule_id, alert_id = %v.alert_id, event_id = %v.event_id, "shadow violation");
+                    continue;
+                }
+                outputs.push((
+                    Output {
+                        topic: self.settings.topics.violations.clone(),
+                        key: Some(v.recipient_id.clone().into_bytes()),
+                        payload: encode_violation(&self.settings.output, &v),
+                        headers: Vec::new(),
+                        partition: None,
+                    },
+                    v.occurred_at.millis(),
+                ));
+            }
+        }
+        if let Some(state) = self.partitions.get_mut(&partition) {
+            state.judged(t, &event_id, policy.params.rate_window_millis);
+        }
+        self.settle(partition, offset, outputs);
+    }
+
+    /// Releases a held record with its outputs, and sends them.
+    fn settle(&mut self, partition: i32, offset: i64, outputs: Vec<(Output, i64)>) {
+        {
+            let mut marks = self.progress.lock();
+            let Some(w) = marks.by_partition.get_mut(&partition) else {
+                return; // revoked meanwhile: the next owner judges it again
+            };
+            if let Err(e) = w.release(offset, outputs.len() as u32) {
+                tracing::warn!(error = %e, "candidate not released");
+                return;
+            }
+        }
+        for (output, at) in outputs {
+            self.sink.deliver(
+                output,
+                Ticket {
+                    partition,
+                    offset,
+                    occurred_at_ms: Some(at),
+                },
+            );
+        }
+        self.progress.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Flow, LegalBasis, PolicyVersion, Purpose, RecipientCategory, Severity};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn candidate(event_id: &str, t: i64) -> Violation {
+        Violation {
+            alert_id: String::new(),
+            rule_id: "volume.recipient_rate".into(),
+            clause: "5.2".into(),
+            severity: Severity::High,
+            title: String::new(),
+            detail: String::new(),
+            event_id: event_id.into(),
+            occurred_at: Timestamp(t),
+            detected_at: Timestamp(t),
+            recipient_id: "partner-crm".into(),
+            recipient_category: RecipientCategory::AuthorizedPartner,
+            recipient_region: "CN".into(),
+            purpose: Purpose::CustomerService,
+            legal_basis: LegalBasis::Consent,
+            flow: Flow::Share,
+            categories: vec![],
+            fields: vec![],
+            subject_ref: format!("s-{}", t % 7),
+            record_count: 1,
+            mode: Mode::Enforce,
+            policy_version: PolicyVersion {
+                version: "t".into(),
+                hash: "h".into(),
+            },
+            source: None,
+        }
+    }
+
+    /// Three event partitions, owned by replicas that run at different
+    /// speeds: their candidates and reports interleave differently each
+    /// time, and the judged order is always the event-time order.
+    #[test]
+    fn candidates_are_judged_in_event_time_order_whatever_the_interleaving() {
+        let sources = 3;
+        // Per source partition, candidates with increasing event times.
+        let mut streams: Vec<Vec<(i64, String)>> = vec![Vec::new(); sources];
+        for i in 0..300i64 {
+            streams[(i % 3) as usize].push((i * 10, format!("e-{i:04}")));
+        }
+        let mut want: Vec<(i64, String)> = streams.iter().flatten().cloned().collect();
+        want.sort();
+        for seed in 0..20 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut state = PartitionState::default();
+            let mut next = vec![0usize; sources];
+            let mut offset = 0i64;
+            let mut judged = Vec::new();
+            while next.iter().zip(&streams).any(|(n, s)| *n < s.len()) {
+                let p = rng.random_range(0..sources);
+                let stream = &streams[p];
+                if next[p] >= stream.len() {
+                    continue;
+                }
+                // A replica sends a few candidates, then reports how far it is.
+                let burst = rng.random_range(1..5).min(stream.len() - next[p]);
+                for (t, id) in &stream[next[p]..next[p] + burst] {
+                    offset += 1;
+                    state
+                        .held
+                        .insert((*t, id.clone(), offset), candidate(id, *t));
+                }
+                next[p] += burst;
+                let done = if next[p] == stream.len() {
+                    i64::MAX
+                } else {
+                    stream[next[p] - 1].0
+                };
+                state.report(ProgressReport {
+                    source_partition: p as i32,
+                    event_time: done,
+                    sources,
+                });
+                judged.extend(
+                    state
+                        .ready()
+                        .into_iter()
+                        .map(|(_, v)| (v.occurred_at.millis(), v.event_id)),
+                );
+            }
+            assert_eq!(judged, want, "seed {seed}");
+            assert!(state.held.is_empty());
+        }
+    }
+
+    #[test]
+    fn nothing_is_judged_before_every_event_partition_reported() {
+        let mut state = PartitionState::default();
+        state.held.insert((5, "a".into(), 1), candidate("a", 5));
+        state.report(ProgressReport {
+            source_partition: 0,
+            event_time: 100,
+            sources: 2,
+        });
+        assert!(state.ready().is_empty(), "partition 1 has not reported");
+        state.report(ProgressReport {
+            source_partition: 1,
+            event_time: 4,
+            sources: 2,
+        });
+        assert!(state.ready().is_empty(), "partition 1 is not past 5 yet");
+        state.report(ProgressReport {
+            source_partition: 1,
+            event_time: 3,
+            sources: 2,
+        });
+        assert_eq!(state.watermark(), 4, "reports never go back");
+        state.report(ProgressReport {
+            source_partition: 1,
+            event_time: i64::MAX,
+            sources: 2,
+        });
+        assert_eq!(state.ready().len(), 1);
+    }
+
+    #[test]
+    fn judged_event_ids_are_remembered_for_two_windows() {
+        let mut state = PartitionState::default();
+        state.judged(1_000, "old", 100);
+        state.judged(1_150, "mid", 100);
+        assert!(state.judged.contains("old"));
+        state.judged(1_300, "new", 100);
+        assert!(!state.judged.contains("old"), "older than two windows");
+        assert!(state.judged.contains("mid") && state.judged.contains("new"));
+    }
+}
