@@ -168,7 +168,6 @@ impl Settings {
         for key in [
             "enable.auto.commit",
             "enable.auto.offset.store",
-            "enable.idempotence",
             "acks",
             "group.id",
             "bootstrap.servers",

@@ -114,8 +114,8 @@ pub struct Pipeline {
     last_record: BTreeMap<i32, Instant>,
 }
 
-/// A partition with nothing in flight and nothing read for this long is
-/// idle: its progress report holds no candidate back.
+/// A partition read to its end, with nothing in flight and nothing read for
+/// this long, is idle: its progress report holds no candidate back.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 const DLQ_HEADERS: [&str; 5] = [
@@ -322,8 +322,9 @@ impl Pipeline {
 
     /// Tells the recipient-rate stage how far each partition of ours has
     /// come in event time: every event up to the reported time has its
-    /// candidate acknowledged on the rate topic. A partition with nothing in
-    /// flight and nothing read for a second is idle and holds nobody back.
+    /// candidate acknowledged on the rate topic. A partition read to its
+    /// end, with nothing in flight and nothing read for a second, is idle
+    /// and holds nobody back.
     fn report_progress(&mut self, source: &Source) {
         let changes = std::mem::take(&mut self.progress.lock().rebalances);
         for (p, assigned) in changes {
@@ -340,7 +341,8 @@ impl Pipeline {
                 let w = marks.by_partition.get(&p);
                 let idle = w.is_none_or(|w| w.in_flight() == 0)
                     && !source.is_paused()
-                    && last.elapsed() >= IDLE_AFTER;
+                    && last.elapsed() >= IDLE_AFTER
+                    && source.at_end(p);
                 let time = if idle {
                     Some(i64::MAX)
                 } else {
@@ -396,6 +398,7 @@ impl Pipeline {
     }
 
     fn send_retries(&mut self) {
+        self.sink.recover();
         self.sink.resend_failed();
     }
 
@@ -537,6 +540,17 @@ impl Pipeline {
                 );
             }
             let w = marks.by_partition.entry(rec.partition).or_default();
+            if let Some(last) = w.last_begun()
+                && rec.offset > last + 1
+            {
+                // Compaction and transaction markers make gaps; so does a broker that skips records.
+                tracing::warn!(
+                    partition = rec.partition,
+                    after = last,
+                    offset = rec.offset,
+                    "offsets skipped between two records read"
+                );
+            }
             if let Err(e) = w.begin_timed(rec.offset, outputs.len() as u32, event_time) {
                 // A record read twice within one assignment: it was handled the first time.
                 tracing::warn!(error = %e, "record not begun");

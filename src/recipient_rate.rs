@@ -23,9 +23,12 @@
 //! - **Commits.** A held candidate holds its partition's watermark
 //!   (`Watermark::begin_held`); a judged one releases it with its output
 //!   (a violation) or none.
-//! - **Rebalances.** A partition's windows are rebuilt by its new owner from
-//!   the topic itself, before the commit (the candidates judged before),
-//!   replayed without alerting. The topic's retention covers that.
+//! - **Rebalances.** Once every alert of what it judged is acknowledged,
+//!   the stage writes a checkpoint (the event time it judged through) into
+//!   the partition. A new owner reads the partition to its end, replays the
+//!   progress reports and, without alerting, the candidates up to the
+//!   latest checkpoint, in event-time order: its windows are then the
+//!   previous owner's. The topic's retention covers that.
 //! - **Duplicates.** A candidate produced twice (its event re-audited after
 //!   a crash) is recognised by its event id and judged once; one judged
 //!   again after this stage's own crash gives the same decision and the
@@ -45,7 +48,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -64,6 +67,17 @@ pub fn encode_candidate(v: &Violation) -> Vec<u8> {
 /// The header that marks a progress report on the rate topic.
 pub const KIND_HEADER: &str = "shareaudit.kind";
 pub const KIND_PROGRESS: &str = "progress";
+/// A checkpoint: the stage judged every candidate of this partition up to
+/// `judged_through` (event time), and their alerts are acknowledged.
+pub const KIND_CHECKPOINT: &str = "checkpoint";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub judged_through: i64,
+}
+
+/// How often the stage writes a checkpoint, at most.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 /// "Every event of `source_partition` up to `event_time` has its candidate
 /// on this topic" (`i64::MAX`: the partition is idle), from the replica
@@ -106,20 +120,29 @@ pub fn progress_outputs(
 enum Item {
     Candidate(Box<Violation>),
     Progress(ProgressReport),
+    Checkpoint(Checkpoint),
     Unreadable,
 }
 
 fn read_item(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Item {
-    let progress = headers
+    let kind = headers
         .iter()
-        .any(|(k, v)| k == KIND_HEADER && v == KIND_PROGRESS.as_bytes());
+        .find(|(k, _)| k == KIND_HEADER)
+        .map(|(_, v)| v.as_slice());
     let Some(b) = payload else {
         return Item::Unreadable;
     };
-    if progress {
-        serde_json::from_slice(b).map_or(Item::Unreadable, Item::Progress)
-    } else {
-        serde_json::from_slice(b).map_or(Item::Unreadable, |v| Item::Candidate(Box::new(v)))
+    match kind {
+        Some(k) if k == KIND_PROGRESS.as_bytes() => {
+            serde_json::from_slice(b).map_or(Item::Unreadable, Item::Progress)
+        }
+        Some(k) if k == KIND_CHECKPOINT.as_bytes() => {
+            serde_json::from_slice(b).map_or(Item::Unreadable, Item::Checkpoint)
+        }
+        Some(_) => Item::Unreadable,
+        None => {
+            serde_json::from_slice(b).map_or(Item::Unreadable, |v| Item::Candidate(Box::new(v)))
+        }
     }
 }
 
@@ -140,6 +163,12 @@ struct PartitionState {
     /// Event ids judged recently (duplicates are judged once), with their times for pruning.
     judged: HashSet<String>,
     judged_order: VecDeque<(i64, String)>,
+    /// The last checkpoint written or restored (event time), and when.
+    checkpointed: Option<i64>,
+    /// The checkpoint a restore replayed through: every candidate at or
+    /// before it was judged by the previous owner.
+    restored_through: Option<i64>,
+    checkpointed_at: Option<Instant>,
 }
 
 impl PartitionState {
@@ -241,13 +270,15 @@ impl RateStage {
         let mut last_retry = Instant::now();
         while !self.control.shutdown.load(Ordering::Relaxed) {
             if let Some(Ok(rec)) = source.poll(Duration::from_millis(50)) {
-                self.rebalanced(&source);
+                self.rebalanced();
                 self.arrive(rec);
             } else {
-                self.rebalanced(&source);
+                self.rebalanced();
             }
             self.release();
+            self.checkpoint();
             if last_retry.elapsed() >= Duration::from_millis(200) {
+                self.sink.recover();
                 self.sink.resend_failed();
                 last_retry = Instant::now();
             }
@@ -278,11 +309,11 @@ impl RateStage {
     }
 
     /// Partitions that came or went since the last look: state dropped, or rebuilt.
-    fn rebalanced(&mut self, source: &Source) {
+    fn rebalanced(&mut self) {
         let changes = std::mem::take(&mut self.progress.lock().rebalances);
         for (p, assigned) in changes {
             if assigned {
-                let state = self.restore(source, p);
+                let state = self.restore(p);
                 self.partitions.insert(p, state);
             } else {
                 self.partitions.remove(&p);
@@ -293,29 +324,33 @@ impl RateStage {
             .set(self.partitions.values().map(|s| s.held.len() as i64).sum());
     }
 
-    /// A new owner's windows: every candidate before the group's commit,
-    /// replayed in event-time order without alerting.
-    fn restore(&self, source: &Source, partition: i32) -> PartitionState {
+    /// A new owner's windows: the partition read from the start of its
+    /// retention to its end; the progress reports replayed, and the
+    /// candidates up to the latest checkpoint (what the previous owner
+    /// judged and had acknowledged) replayed in event-time order without
+    /// alerting. What comes after is read again from the group's commit:
+    /// replayed candidates are then skipped as duplicates, the others judged.
+    fn restore(&self, partition: i32) -> PartitionState {
         let mut state = PartitionState::default();
-        let Some(end) = source.committed_offset(partition) else {
-            return state; // nothing judged yet: nothing to replay
-        };
         let started = Instant::now();
-        let mut replay: BTreeSet<(i64, String, i64)> = BTreeSet::new();
-        let mut candidates: BTreeMap<i64, Violation> = BTreeMap::new();
+        let mut replay: BTreeMap<(i64, String), Violation> = BTreeMap::new();
+        let mut through: Option<i64> = None;
+        let topic = self.settings.topics.recipient_rate.as_str();
         let read = (|| -> Result<(), rdkafka::error::KafkaError> {
             let mut c = crate::kafka::client_config(&self.settings);
             c.set("enable.auto.commit", "false").set(
                 "group.id",
                 format!("{}.restore", self.settings.rate_group_id()),
             );
+            crate::kafka::set_default(&mut c, "queued.max.messages.kbytes", "16384");
             let consumer: BaseConsumer = c.create()?;
+            let (low, end) =
+                consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?;
+            if end <= low {
+                return Ok(());
+            }
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(
-                &self.settings.topics.recipient_rate,
-                partition,
-                Offset::Beginning,
-            )?;
+            tpl.add_partition_offset(topic, partition, Offset::Offset(low))?;
             consumer.assign(&tpl)?;
             let deadline = Instant::now() + RESTORE_TIMEOUT;
             loop {
@@ -328,28 +363,19 @@ impl RateStage {
                     return Ok(());
                 }
                 let Some(msg) = consumer.poll(Duration::from_millis(200)) else {
-                    // Nothing older than the commit left? The low watermark may be past it.
-                    let (low, _) = consumer.fetch_watermarks(
-                        &self.settings.topics.recipient_rate,
-                        partition,
-                        Duration::from_secs(5),
-                    )?;
-                    if low >= end {
-                        return Ok(());
-                    }
                     continue;
                 };
                 let msg = msg?;
-                if msg.offset() >= end {
-                    return Ok(());
-                }
                 let headers = crate::kafka::owned_headers(&msg);
                 match read_item(&headers, msg.payload()) {
                     Item::Candidate(v) => {
-                        replay.insert((v.occurred_at.millis(), v.event_id.clone(), msg.offset()));
-                        candidates.insert(msg.offset(), *v);
+                        replay.insert((v.occurred_at.millis(), v.event_id.clone()), *v);
                     }
                     Item::Progress(r) => state.report(r),
+                    Item::Checkpoint(c) => {
+                        through =
+                            Some(through.map_or(c.judged_through, |t| t.max(c.judged_through)));
+                    }
                     Item::Unreadable => {}
                 }
                 if msg.offset() + 1 >= end {
@@ -362,36 +388,70 @@ impl RateStage {
         }
         let policy = self.policy();
         let window = policy.params.rate_window_millis;
-        for (t, event_id, offset) in &replay {
-            let Some(v) = candidates.get(offset) else {
-                continue;
-            };
-            if state.judged.contains(event_id) {
-                continue;
+        let mut replayed = 0u64;
+        if let Some(through) = through {
+            for ((t, event_id), v) in replay.range(..=(through, String::from("\u{10ffff}"))) {
+                if let Some(limit) =
+                    volume::rate_limit(&policy, &v.recipient_id, v.recipient_category)
+                {
+                    let _ = state.windows.observe(
+                        &v.recipient_id,
+                        volume::subject_key(&v.subject_ref),
+                        *t,
+                        limit,
+                        window,
+                    );
+                }
+                state.judged(*t, event_id, window);
+                replayed += 1;
             }
-            if let Some(limit) = volume::rate_limit(&policy, &v.recipient_id, v.recipient_category)
-            {
-                let _ = state.windows.observe(
-                    &v.recipient_id,
-                    volume::subject_key(&v.subject_ref),
-                    *t,
-                    limit,
-                    window,
-                );
-            }
-            state.judged(*t, event_id, window);
+            state.checkpointed = Some(through);
+            state.restored_through = Some(through);
         }
         self.metrics
             .rate_observations
             .with_label_values(&["restored"])
-            .inc_by(replay.len() as u64);
+            .inc_by(replayed);
         tracing::info!(
             partition,
-            candidates = replay.len(),
+            candidates = replayed,
+            judged_through = through,
             seconds = started.elapsed().as_secs_f64(),
             "recipient-rate windows restored"
         );
         state
+    }
+
+    /// After judging: a checkpoint per partition whose judged event time
+    /// moved, once every alert sent for it is acknowledged.
+    fn checkpoint(&mut self) {
+        let marks = self.progress.lock();
+        let mut out = Vec::new();
+        for (p, state) in self.partitions.iter_mut() {
+            let moved = state.judged_time > state.checkpointed.unwrap_or(i64::MIN);
+            let due = state
+                .checkpointed_at
+                .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+            let acknowledged = marks.by_partition.get(p).is_none_or(|w| w.is_drained());
+            if moved && due && acknowledged {
+                state.checkpointed = Some(state.judged_time);
+                state.checkpointed_at = Some(Instant::now());
+                let c = Checkpoint {
+                    judged_through: state.judged_time,
+                };
+                out.push(Output {
+                    topic: self.settings.topics.recipient_rate.clone(),
+                    key: None,
+                    payload: serde_json::to_vec(&c).unwrap_or_default(),
+                    headers: vec![(KIND_HEADER.to_owned(), KIND_CHECKPOINT.as_bytes().to_vec())],
+                    partition: Some(*p),
+                });
+            }
+        }
+        drop(marks);
+        for o in &out {
+            self.sink.send_untracked(o);
+        }
     }
 
     /// A record of the rate topic: a progress report, or a candidate, held
@@ -424,6 +484,7 @@ impl RateStage {
                 self.partitions.entry(rec.partition).or_default().report(r);
                 return;
             }
+            Item::Checkpoint(_) => return, // for a new owner's restore
             Item::Unreadable => {
                 // Only shareaudit writes this topic: a record it cannot read is a bug or a stranger.
                 observed("invalid");
@@ -437,7 +498,8 @@ impl RateStage {
         };
         let t = v.occurred_at.millis();
         let state = self.partitions.entry(rec.partition).or_default();
-        if state.judged.contains(&v.event_id) {
+        let replayed = state.restored_through.is_some_and(|through| t <= through);
+        if replayed || state.judged.contains(&v.event_id) {
             observed("duplicate");
             self.settle(rec.partition, rec.offset, Vec::new());
         } else if t < state.judged_time {
@@ -687,6 +749,26 @@ mod tests {
             sources: 2,
         });
         assert_eq!(state.ready().len(), 1);
+    }
+
+    #[test]
+    fn a_late_observation_neither_counts_outside_its_window_nor_outlives_it() {
+        let mut w = volume::RateWindows::default();
+        let window = 1_000;
+        for (i, t) in [10_000i64, 10_500, 10_900].iter().enumerate() {
+            assert_eq!(w.observe("r", i as u64, *t, 10, window), None);
+        }
+        // Late but inside the window: counted, and kept in time order.
+        assert_eq!(w.count("r", "late", 10_200, window), 4);
+        // Older than the window: changes nothing, and cannot fire.
+        assert_eq!(w.observe("r", 99, 9_000, 0, window), None);
+        assert_eq!(w.size(), (1, 4));
+        // Time moves on: the late one expires with its peers, not after them.
+        assert_eq!(
+            w.count("r", "next", 11_300, window),
+            3,
+            "10,500, 10,900 and 11,300 remain"
+        );
     }
 
     #[test]

@@ -117,6 +117,13 @@ impl RateWindows {
         limit: u64,
         window: i64,
     ) -> Option<usize> {
+        if self
+            .by_recipient
+            .get(recipient)
+            .is_some_and(|w| t <= w.max_t - window)
+        {
+            return None; // older than the window: it can change no count of it
+        }
         let count = self.count_key(recipient, subject, t, window);
         let w = self.by_recipient.get_mut(recipient)?;
         if count as u64 <= limit {
@@ -140,9 +147,15 @@ impl RateWindows {
             None => self.by_recipient.entry(recipient.to_owned()).or_default(),
         };
         let newer = w.last_seen.get(&key).is_none_or(|&seen| t > seen);
-        if newer {
+        if newer && t > w.max_t - window {
             w.last_seen.insert(key, t);
-            w.order.push_back((t, key));
+            // Kept in event-time order, so that expiry stops at the first live entry.
+            if w.order.back().is_none_or(|&(b, _)| b <= t) {
+                w.order.push_back((t, key));
+            } else {
+                let i = w.order.partition_point(|&(b, _)| b <= t);
+                w.order.insert(i, (t, key));
+            }
         }
         w.max_t = w.max_t.max(t);
         let horizon = w.max_t - window;

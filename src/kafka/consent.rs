@@ -28,6 +28,8 @@ impl ConsentReader {
         c.set("group.id", format!("{}-consent-reader", settings.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
+        // The table is the memory that matters: bound what librdkafka buffers ahead of it.
+        super::set_default(&mut c, "queued.max.messages.kbytes", "16384");
         let consumer: BaseConsumer = c.create()?;
         let topic = settings.topics.consent.clone();
         let meta = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;

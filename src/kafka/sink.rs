@@ -1,4 +1,4 @@
-//! The producer of violations and dead letters: idempotent, `acks=all`. An
+//! The producer of violations and dead letters: `acks=all`, at least once. An
 //! output counts as produced only when the broker's delivery report says
 //! so; a failed delivery fails the output in the watermark (which then
 //! holds) and is queued to be sent again. Nothing is dropped.
@@ -10,6 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The ticket partition of outputs no record waits for.
@@ -17,6 +18,23 @@ const UNTRACKED: i32 = -1;
 
 pub struct SinkContext {
     progress: Arc<Progress>,
+    /// Set when the broker fenced this producer or broke its sequence: it
+    /// will refuse everything from then on, and must be replaced.
+    broken: Arc<AtomicBool>,
+}
+
+/// Delivery errors after which an idempotent producer is of no more use.
+fn breaks_the_producer(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+        )
+    )
 }
 
 impl ClientContext for SinkContext {}
@@ -26,6 +44,12 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, ticket: Box<Ticket>) {
         let m = &self.progress.metrics;
+        if let Err((e, _)) = result
+            && breaks_the_producer(e)
+            && !self.broken.swap(true, Ordering::Relaxed)
+        {
+            tracing::error!(error = %e, "the broker refuses this producer from now on; it will be replaced");
+        }
         let mut marks = self.progress.lock();
         match result {
             Ok(_) => {
@@ -37,6 +61,10 @@ impl ProducerContext for SinkContext {
                     m.event_to_alert_seconds
                         .observe(((now - at).max(0) as f64) / 1000.0);
                 }
+            }
+            Err((e, msg)) if ticket.partition == UNTRACKED => {
+                m.delivery_failures.inc();
+                tracing::debug!(error = %e, topic = msg.topic(), "progress report not delivered; the next one supersedes it");
             }
             Err((e, msg)) => {
                 m.delivery_failures.inc();
@@ -67,16 +95,58 @@ impl ProducerContext for SinkContext {
 pub struct Sink {
     producer: ThreadedProducer<SinkContext>,
     progress: Arc<Progress>,
+    config: rdkafka::ClientConfig,
+    broken: Arc<AtomicBool>,
 }
 
 impl Sink {
     pub fn new(settings: &Settings, progress: Arc<Progress>) -> Result<Sink, KafkaError> {
-        let mut c = super::client_config(settings);
-        c.set("enable.idempotence", "true").set("acks", "all");
-        let producer = c.create_with_context(SinkContext {
+        let mut config = super::client_config(settings);
+        config.set("acks", "all");
+        // Not idempotent by default: an alert written twice is harmless
+        // (same alert_id), one dropped is not. Two brokers of the tests
+        // (librdkafka's mock cluster and tansu 0.6) acknowledged records
+        // they then did not keep, taking a restarted sequence for
+        // duplicates, and tansu fenced the producer after a timeout.
+        // `-X enable.idempotence=true` turns it on.
+        super::set_default(&mut config, "enable.idempotence", "false");
+        let broken = Arc::new(AtomicBool::new(false));
+        let producer = config.create_with_context(SinkContext {
             progress: Arc::clone(&progress),
+            broken: Arc::clone(&broken),
         })?;
-        Ok(Sink { producer, progress })
+        Ok(Sink {
+            producer,
+            progress,
+            config,
+            broken,
+        })
+    }
+
+    /// An idempotent producer that hit a fatal error, or that the broker
+    /// fenced or whose sequence broke, refuses everything from then on;
+    /// librdkafka's answer is a new producer. The old one's queued outputs
+    /// fail as purged and are retried through the new one. Checked before
+    /// each round of retries.
+    pub fn recover(&mut self) {
+        let fatal = self.producer.client().fatal_error();
+        if fatal.is_none() && !self.broken.load(Ordering::Relaxed) {
+            return;
+        }
+        tracing::error!(fatal = ?fatal, "replacing the producer (failed outputs are sent again)");
+        // A flag of its own: the old producer's late refusals must not condemn the new one.
+        let broken = Arc::new(AtomicBool::new(false));
+        match self.config.create_with_context(SinkContext {
+            progress: Arc::clone(&self.progress),
+            broken: Arc::clone(&broken),
+        }) {
+            // Dropping the old producer purges its queue: each output fails and is queued for a retry.
+            Ok(fresh) => {
+                self.broken = broken;
+                drop(std::mem::replace(&mut self.producer, fresh));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot create a new producer; trying again"),
+        }
     }
 
     /// Enqueues an output for the record of `ticket`; a refusal fails it in

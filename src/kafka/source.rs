@@ -232,18 +232,19 @@ impl Source {
             .map(|(_, high)| high)
     }
 
-    /// The group's committed offset of a partition (the next to read), if any.
-    pub fn committed_offset(&self, partition: i32) -> Option<i64> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.topic, partition);
-        let got = self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .ok()?;
-        match got.find_partition(&self.topic, partition)?.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }
+    /// Whether this member has read `partition` to its current end (the
+    /// next offset to read is the broker's high watermark).
+    pub fn at_end(&self, partition: i32) -> bool {
+        let Ok(positions) = self.consumer.position() else {
+            return false;
+        };
+        let Some(Offset::Offset(next)) = positions
+            .find_partition(&self.topic, partition)
+            .map(|e| e.offset())
+        else {
+            return false;
+        };
+        self.end_offset(partition).is_some_and(|end| next >= end)
     }
 
     /// Leaves the group (after the final commit).

@@ -166,7 +166,8 @@ impl Traffic {
     }
 
     /// Events at `rate` per second (0: as fast as possible), poison records
-    /// spread among them, until done or `stop`. Returns what was sent.
+    /// spread among them, until done or `stop`. Returns what was sent. At a
+    /// set rate the events are live: `occurred_at` is when each is sent.
     pub fn events(
         &self,
         topic: &str,
@@ -187,11 +188,16 @@ impl Traffic {
             if stop.load(Ordering::Relaxed) {
                 return Ok(i);
             }
-            self.send(
-                topic,
-                &g.event.subject.user_id,
-                Some(&encode(&g.event, framing)),
-            )?;
+            let payload = if rate > 0 {
+                // Live traffic: the event happens as it is sent, so that
+                // event-to-alert latency means what it says.
+                let mut live = g.event.clone();
+                live.occurred_at = crate::model::Timestamp::now();
+                encode(&live, framing)
+            } else {
+                encode(&g.event, framing)
+            };
+            self.send(topic, &g.event.subject.user_id, Some(&payload))?;
             self.produced.events.fetch_add(1, Ordering::Relaxed);
             if i % every == every - 1
                 && let Some(p) = poison.next()

@@ -159,6 +159,11 @@ impl Watermark {
         self.committable
     }
 
+    /// The last offset begun, if any.
+    pub fn last_begun(&self) -> Option<i64> {
+        self.last_begun
+    }
+
     /// The latest event time of the records whose outputs are all
     /// acknowledged, contiguously (what the recipient-rate watermark reports).
     pub fn done_time(&self) -> Option<i64> {
