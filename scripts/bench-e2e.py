@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: shareaudit through tansu on loopback.
+
+    python3 scripts/bench-e2e.py [--events 300000]
+
+Builds the release binary and the bare consume loop, starts tansu (memory
+storage) on a free port, and measures, in one run:
+
+1. throughput: a topic of N generated events (Avro, Confluent framing, 6
+   partitions) read by the bare loop (examples/bare_consume.rs: the
+   daemon's own consumer, nothing else), then audited by one shareaudit
+   replica, then by three in one group; each from the beginning, in its own
+   group. Events per second from the first record judged to the last.
+2. latency: live traffic at 5,000 events/s into a running replica;
+   shareaudit_event_to_alert_seconds (occurred_at to the broker's
+   acknowledgement of the violation) read from /metrics, p50/p99 from its
+   buckets.
+3. memory: a replica with 1,000,000 users in the consent table: VmRSS and
+   VmHWM from /proc after the table is loaded and events were judged.
+
+Prints a Markdown table for BENCHMARKS.md. Not part of the test command: it
+takes a few minutes and the machine must be otherwise idle.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+BIN = os.path.join(ROOT, "target/release/shareaudit")
+BARE = os.path.join(ROOT, "target/release/examples/bare_consume")
+SCHEMA = os.path.join(ROOT, "schemas/DataSharingEvent.avsc")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metrics(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return r.read().decode()
+    except Exception:
+        return ""
+
+
+def total(text, name, label=None):
+    n = 0.0
+    for line in text.splitlines():
+        if (line.startswith(name + "{") or line.startswith(name + " ")) and (label is None or label in line):
+            n += float(line.rsplit(" ", 1)[1])
+    return n
+
+
+class Bench:
+    def __init__(self):
+        self.port = free_port()
+        self.brokers = f"127.0.0.1:{self.port}"
+        self.procs = []
+        self.log = open(os.path.join(ROOT, "target/bench-e2e.log"), "w")
+
+    def topic(self, name, partitions):
+        subprocess.run(["tansu", "topic", "create", "--broker", f"tcp://{self.brokers}", "--partitions",
+                        str(partitions), name], check=True, stdout=self.log, stderr=self.log)
+
+    def generate(self, events_topic, consent_topic, count, users, rate=0, seed=7):
+        subprocess.run([BIN, "generate", "--brokers", self.brokers, "--count", str(count), "--users", str(users),
+                        "--seed", str(seed), "--rate", str(rate), "--events-topic", events_topic,
+                        "--consent-topic", consent_topic], check=True, stdout=self.log, stderr=self.log)
+
+    def daemon(self, group, events, consent, tag, extra=()):
+        port = free_port()
+        p = subprocess.Popen(
+            [BIN, "run", "--brokers", self.brokers, "--group-id", group, "--events-topic", events,
+             "--consent-topic", consent, "--violations-topic", f"violations-{tag}", "--dead-letter-topic",
+             f"dlq-{tag}", "--recipient-rate-topic", f"rate-{tag}", "--listen", f"127.0.0.1:{port}",
+             "--schema-id", f"1={SCHEMA}", *extra],
+            env={**os.environ, "SHAREAUDIT_HMAC_KEY": "bench", "SHAREAUDIT_LOG": "error"},
+            stdout=self.log, stderr=self.log)
+        self.procs.append(p)
+        return p, port
+
+    def stop(self, p):
+        p.terminate()
+        p.wait(timeout=60)
+
+    def judge_rate(self, ports, n):
+        """Events per second over the replicas on `ports`, first judged to the n-th."""
+        first, deadline = None, time.time() + 900
+        while time.time() < deadline:
+            done = sum(total(metrics(p), "shareaudit_events_total") for p in ports)
+            if done > 0 and first is None:
+                first = time.time()
+            if done >= n:
+                return n / (time.time() - first)
+            time.sleep(0.05)
+        raise SystemExit(f"timed out: {done} of {n} judged")
+
+
+def quantile(text, name, q):
+    buckets = []
+    for line in text.splitlines():
+        m = re.match(rf'{name}_bucket{{le="([^"]+)"}} (\S+)', line)
+        if m:
+            buckets.append((float("inf") if m.group(1) == "+Inf" else float(m.group(1)), float(m.group(2))))
+    count = buckets[-1][1] if buckets else 0
+    for le, c in buckets:
+        if count and c >= q * count:
+            return le, count
+    return None, count
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--three", action="store_true", help="also three replicas (see the tansu caveat in the code)")
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "shareaudit", "--example", "bare_consume"],
+                   cwd=ROOT, check=True)
+    b = Bench()
+    tansu = subprocess.Popen(["tansu", "broker", "--storage-engine", "memory://tansu/", "--listener-url",
+                              f"tcp://{b.brokers}", "--advertised-listener-url", f"tcp://{b.brokers}"],
+                             stdout=b.log, stderr=b.log)
+    rows = []
+    try:
+        time.sleep(2)
+        n = args.events
+        b.topic("bench-events", 6)
+        b.topic("bench-consent", 2)
+        for tag in ("one", "three", "live", "mem"):
+            b.topic(f"violations-{tag}", 3)
+            b.topic(f"dlq-{tag}", 1)
+        b.generate("bench-events", "bench-consent", n, 20_000)
+
+        out = subprocess.run([BARE, b.brokers, "bench-events", "bare", str(n)], check=True, capture_output=True,
+                             text=True).stdout
+        bare = json.loads(out)["events_per_second"]
+        rows.append(("bare consume loop, 1 consumer", f"{bare:,.0f} events/s", ""))
+
+        p, port = b.daemon("one", "bench-events", "bench-consent", "one")
+        one = b.judge_rate([port], n)
+        b.stop(p)
+        rows.append(("shareaudit, 1 replica", f"{one:,.0f} events/s", f"{one / bare:.0%} of the bare loop (target 80%)"))
+
+        if args.three:
+            # tansu 0.6 skips the rest of a producer batch when a fetch starts
+            # inside it: a replica taking over a partition mid-batch in the
+            # group's first rebalances can skip records, and this wait then
+            # never ends. Kept behind --three until tansu is fixed.
+            three = [b.daemon("three", "bench-events", "bench-consent", "three") for _ in range(3)]
+            three_rate = b.judge_rate([port for _, port in three], n)
+            for p, _ in three:
+                b.stop(p)
+            rows.append(("shareaudit, 3 replicas", f"{three_rate:,.0f} events/s", f"{three_rate / one:.2f}x one replica"))
+
+        # Latency under live traffic at 5,000 events/s.
+        b.topic("live-events", 6)
+        b.topic("live-consent", 2)
+        b.generate("live-events", "live-consent", 0, 20_000)
+        # tansu holds a fetch for fetch.wait.max.ms (librdkafka: 500 ms) even when records are there.
+        p, port = b.daemon("live", "live-events", "live-consent", "live", ["-X", "fetch.wait.max.ms=10"])
+        while total(metrics(port), "shareaudit_ready") < 1:
+            time.sleep(0.2)
+        b.generate("live-events", "live-consent", 100_000, 20_000, rate=5000)
+        time.sleep(3)
+        text = metrics(port)
+        p50, alerts = quantile(text, "shareaudit_event_to_alert_seconds", 0.50)
+        p99, _ = quantile(text, "shareaudit_event_to_alert_seconds", 0.99)
+        b.stop(p)
+        rows.append(("event-to-alert latency at 5,000 events/s", f"p50 <= {p50 * 1000:.0f} ms, p99 <= {p99 * 1000:.0f} ms",
+                     f"{alerts:.0f} alerts; bucket bounds (target p99 < 100 ms)"))
+
+        # Memory with 1,000,000 users in the consent table.
+        b.topic("mem-events", 6)
+        b.topic("mem-consent", 6)
+        b.generate("mem-events", "mem-consent", 50_000, 1_000_000)
+        p, port = b.daemon("mem", "mem-events", "mem-consent", "mem")
+        deadline = time.time() + 900
+        while total(metrics(port), "shareaudit_events_total") < 50_000 and time.time() < deadline:
+            time.sleep(0.5)
+        users = total(metrics(port), "shareaudit_consent_table_users")
+        status = open(f"/proc/{p.pid}/status").read()
+        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+        b.stop(p)
+        rows.append(("resident memory, 1,000,000 users", f"{rss:.0f} MiB (peak {hwm:.0f} MiB)",
+                     f"{users:,.0f} users in the table, 50,000 events judged (target 300 MiB)"))
+    finally:
+        for p in b.procs:
+            if p.poll() is None:
+                p.kill()
+        tansu.terminate()
+        tansu.wait()
+    print(f"\n`python3 scripts/bench-e2e.py --events {args.events}` ({os.cpu_count()} cores, tansu memory storage, loopback)\n")
+    print("| measure | figure | note |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
