@@ -1101,6 +1101,12 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
     );
+    let events_seen = read_all(&brokers(), &n.events).len();
+    let judged = d.sum("shareaudit_events_total", None) as usize;
+    eprintln!(
+        "outage: {} events produced, {events_seen} readable, {judged} judged",
+        records.len()
+    );
     let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
     let (status, _) = d.terminate();
     assert!(status.success());
