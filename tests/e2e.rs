@@ -720,7 +720,7 @@ fn cluster_policy(dir: &Path) -> PathBuf {
 }
 
 #[test]
-#[ignore = "does not pass yet (2 alerts missing); left out of scripts/e2e.sh: run it by name there"]
+#[ignore = "does not pass yet (volume.recipient_rate alerts missing after the kill); left out of scripts/e2e.sh: run it by name there"]
 fn one_replica_and_three_with_a_kill_a_restart_and_a_join_judge_exactly_what_one_process_does() {
     const EVENTS: usize = 100_000;
     const PARTITIONS: i32 = 6;
