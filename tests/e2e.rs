@@ -43,28 +43,12 @@ fn names(test: &str) -> Names {
 }
 
 fn create_topics(n: &Names) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .unwrap();
-    let topics = [
+    create(&[
         (&n.events, 4),
         (&n.consent, 2),
         (&n.violations, 2),
         (&n.dlq, 1),
-    ];
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let results = futures::executor::block_on(admin.create_topics(
-        &new,
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))
-    .unwrap();
-    for r in results {
-        r.unwrap();
-    }
+    ]);
 }
 
 fn bin() -> Command {
