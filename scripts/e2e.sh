@@ -26,9 +26,4 @@ for _ in $(seq 1 100); do
 done
 
 echo "scripts/e2e.sh: tansu on 127.0.0.1:$port"
-# One cluster test does not pass yet and is left out until it does (the
-# open part of the cluster issue; run it by name to see where it stands):
-# one_replica_and_three_...: volume.recipient_rate alerts missing after
-# the SIGKILL, 2 to all 22 depending on the run (every other rule exact).
-SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e -- --ignored --test-threads=1 \
-  --skip one_replica_and_three
+SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e -- --ignored --test-threads=1

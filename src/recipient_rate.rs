@@ -149,11 +149,38 @@ fn read_item(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Item {
 /// The order candidates are judged in.
 type Key = (i64, String, i64);
 
+/// A candidate waiting for the watermark.
+struct Held {
+    v: Violation,
+    /// Below the group's commit: the previous owner judged it and its
+    /// alerts were acknowledged, so it holds no offset of this owner's and
+    /// its alerts (duplicates) are sent untracked.
+    committed: bool,
+}
+
+/// A candidate the watermark has passed, to be judged.
+struct Ready {
+    /// `None`: below the group's commit (see `Held::committed`).
+    offset: Option<i64>,
+    v: Violation,
+}
+
+/// What became of an arriving candidate.
+#[derive(Debug)]
+enum Arrival {
+    /// Judged before (here, or by the previous owner up to its checkpoint).
+    Duplicate,
+    /// Older than what was judged already: judge it at once.
+    Late(Box<Violation>),
+    /// Waits for the watermark.
+    Held,
+}
+
 #[derive(Default)]
 struct PartitionState {
     windows: volume::RateWindows,
     /// Held candidates by (event time, event id, offset).
-    held: BTreeMap<Key, Violation>,
+    held: BTreeMap<Key, Held>,
     /// Per event partition, the latest event time reported done.
     progress: BTreeMap<i32, i64>,
     /// How many event partitions there are (from the reports).
@@ -180,8 +207,8 @@ impl PartitionState {
         self.progress.values().copied().min().unwrap_or(i64::MIN)
     }
 
-    /// The held candidates the watermark has passed, in judging order, with their offsets.
-    fn ready(&mut self) -> Vec<(i64, Violation)> {
+    /// The held candidates the watermark has passed, in judging order.
+    fn ready(&mut self) -> Vec<Ready> {
         let horizon = self.watermark();
         let mut out = Vec::new();
         while let Some(entry) = self.held.first_entry() {
@@ -189,15 +216,66 @@ impl PartitionState {
                 break;
             }
             let offset = entry.key().2;
-            out.push((offset, entry.remove()));
+            let h = entry.remove();
+            out.push(Ready {
+                offset: (!h.committed).then_some(offset),
+                v: h.v,
+            });
         }
         out
     }
 
+    /// A progress report. Reports of one event partition only move
+    /// forward, except out of idleness (`i64::MAX`, "nothing to wait
+    /// for"): a partition that gets events again holds the watermark again.
     fn report(&mut self, r: ProgressReport) {
         self.sources = self.sources.max(r.sources);
         let t = self.progress.entry(r.source_partition).or_insert(i64::MIN);
-        *t = (*t).max(r.event_time);
+        *t = if *t == i64::MAX {
+            r.event_time
+        } else {
+            (*t).max(r.event_time)
+        };
+    }
+
+    /// A candidate read at `offset` of this partition.
+    fn arrive(&mut self, offset: i64, v: Violation) -> Arrival {
+        let t = v.occurred_at.millis();
+        let replayed = self.restored_through.is_some_and(|through| t <= through);
+        if replayed || self.judged.contains(&v.event_id) {
+            Arrival::Duplicate
+        } else if t < self.judged_time {
+            Arrival::Late(Box::new(v))
+        } else {
+            self.held.insert(
+                (t, v.event_id.clone(), offset),
+                Held {
+                    v,
+                    committed: false,
+                },
+            );
+            Arrival::Held
+        }
+    }
+
+    /// Counts a candidate in its recipient's window: `Some(count)` when it
+    /// takes the recipient over its limit (the rule fires). The candidate
+    /// is remembered as judged.
+    fn decide(&mut self, policy: &Policy, v: &Violation) -> Option<usize> {
+        let t = v.occurred_at.millis();
+        let window = policy.params.rate_window_millis;
+        let fired =
+            volume::rate_limit(policy, &v.recipient_id, v.recipient_category).and_then(|limit| {
+                self.windows.observe(
+                    &v.recipient_id,
+                    volume::subject_key(&v.subject_ref),
+                    t,
+                    limit,
+                    window,
+                )
+            });
+        self.judged(t, &v.event_id, window);
+        fired
     }
 
     /// Remembers a judged event; forgets those too old to come again.
@@ -215,6 +293,67 @@ impl PartitionState {
                 self.judged.remove(&id);
             }
         }
+    }
+
+    /// A new owner's state, from the partition's records up to its end and
+    /// the group's commit (the first offset this owner reads itself):
+    ///
+    /// - the candidates up to the latest checkpoint (wherever they sit) are
+    ///   counted, without alerting: the previous owner judged them and its
+    ///   alerts were acknowledged;
+    /// - the candidates after the checkpoint but below the commit were
+    ///   judged too, but after the checkpoint, so not necessarily before
+    ///   every candidate the new owner reads (the commit stops at the first
+    ///   held candidate, not at the last judged one): they are held again
+    ///   and judged in event-time order with what comes, their alerts
+    ///   duplicates of acknowledged ones;
+    /// - the progress reports below the commit are replayed; those after it
+    ///   come again, after the candidates they vouch for.
+    ///
+    /// Returns the state and how many candidates were counted silently.
+    fn rebuild(records: Vec<(i64, Item)>, committed: i64, policy: &Policy) -> (Self, u64) {
+        let mut state = PartitionState::default();
+        let through = records
+            .iter()
+            .filter_map(|(_, item)| match item {
+                Item::Checkpoint(c) => Some(c.judged_through),
+                _ => None,
+            })
+            .max();
+        let mut replay: BTreeMap<(i64, String), Violation> = BTreeMap::new();
+        let mut again: Vec<(i64, Violation)> = Vec::new();
+        for (offset, item) in records {
+            match item {
+                Item::Candidate(v) => {
+                    let t = v.occurred_at.millis();
+                    if through.is_some_and(|through| t <= through) {
+                        replay.insert((t, v.event_id.clone()), *v);
+                    } else if offset < committed {
+                        again.push((offset, *v));
+                    }
+                }
+                Item::Progress(r) if offset < committed => state.report(r),
+                _ => {}
+            }
+        }
+        let replayed = replay.len() as u64;
+        for v in replay.into_values() {
+            state.decide(policy, &v);
+        }
+        if let Some(through) = through {
+            state.checkpointed = Some(through);
+            state.restored_through = Some(through);
+        }
+        for (offset, v) in again {
+            if state.judged.contains(&v.event_id) {
+                continue;
+            }
+            state.held.insert(
+                (v.occurred_at.millis(), v.event_id.clone(), offset),
+                Held { v, committed: true },
+            );
+        }
+        (state, replayed)
     }
 }
 
@@ -270,10 +409,10 @@ impl RateStage {
         let mut last_retry = Instant::now();
         while !self.control.shutdown.load(Ordering::Relaxed) {
             if let Some(Ok(rec)) = source.poll(Duration::from_millis(50)) {
-                self.rebalanced();
+                self.rebalanced(&source);
                 self.arrive(rec);
             } else {
-                self.rebalanced();
+                self.rebalanced(&source);
             }
             self.release();
             self.checkpoint();
@@ -309,11 +448,11 @@ impl RateStage {
     }
 
     /// Partitions that came or went since the last look: state dropped, or rebuilt.
-    fn rebalanced(&mut self) {
+    fn rebalanced(&mut self, source: &Source) {
         let changes = std::mem::take(&mut self.progress.lock().rebalances);
         for (p, assigned) in changes {
             if assigned {
-                let state = self.restore(p);
+                let state = self.restore(source, p);
                 self.partitions.insert(p, state);
             } else {
                 self.partitions.remove(&p);
@@ -324,18 +463,21 @@ impl RateStage {
             .set(self.partitions.values().map(|s| s.held.len() as i64).sum());
     }
 
-    /// A new owner's windows: the partition read from the start of its
-    /// retention to its end; the progress reports replayed, and the
-    /// candidates up to the latest checkpoint (what the previous owner
-    /// judged and had acknowledged) replayed in event-time order without
-    /// alerting. What comes after is read again from the group's commit:
-    /// replayed candidates are then skipped as duplicates, the others judged.
-    fn restore(&self, partition: i32) -> PartitionState {
-        let mut state = PartitionState::default();
+    /// A new owner's windows, rebuilt (`PartitionState::rebuild`) from the
+    /// partition read from the start of its retention to its end, and the
+    /// group's commit. Without a commit, the whole partition is read again.
+    fn restore(&self, source: &Source, partition: i32) -> PartitionState {
         let started = Instant::now();
-        let mut replay: BTreeMap<(i64, String), Violation> = BTreeMap::new();
-        let mut through: Option<i64> = None;
+        let mut records: Vec<(i64, Item)> = Vec::new();
         let topic = self.settings.topics.recipient_rate.as_str();
+        let committed = match source.committed_offset(partition, Duration::from_secs(10)) {
+            Ok(c) => c,
+            Err(e) => {
+                // Without it, everything after the checkpoint is judged again: duplicates.
+                tracing::warn!(partition, error = %e, "recipient-rate commit not read; judging again from the checkpoint");
+                None
+            }
+        };
         let read = (|| -> Result<(), rdkafka::error::KafkaError> {
             let mut c = crate::kafka::client_config(&self.settings);
             c.set("enable.auto.commit", "false").set(
@@ -367,17 +509,7 @@ impl RateStage {
                 };
                 let msg = msg?;
                 let headers = crate::kafka::owned_headers(&msg);
-                match read_item(&headers, msg.payload()) {
-                    Item::Candidate(v) => {
-                        replay.insert((v.occurred_at.millis(), v.event_id.clone()), *v);
-                    }
-                    Item::Progress(r) => state.report(r),
-                    Item::Checkpoint(c) => {
-                        through =
-                            Some(through.map_or(c.judged_through, |t| t.max(c.judged_through)));
-                    }
-                    Item::Unreadable => {}
-                }
+                records.push((msg.offset(), read_item(&headers, msg.payload())));
                 if msg.offset() + 1 >= end {
                     return Ok(());
                 }
@@ -386,28 +518,9 @@ impl RateStage {
         if let Err(e) = read {
             tracing::error!(partition, error = %e, "recipient-rate restore failed; windows start partial");
         }
-        let policy = self.policy();
-        let window = policy.params.rate_window_millis;
-        let mut replayed = 0u64;
-        if let Some(through) = through {
-            for ((t, event_id), v) in replay.range(..=(through, String::from("\u{10ffff}"))) {
-                if let Some(limit) =
-                    volume::rate_limit(&policy, &v.recipient_id, v.recipient_category)
-                {
-                    let _ = state.windows.observe(
-                        &v.recipient_id,
-                        volume::subject_key(&v.subject_ref),
-                        *t,
-                        limit,
-                        window,
-                    );
-                }
-                state.judged(*t, event_id, window);
-                replayed += 1;
-            }
-            state.checkpointed = Some(through);
-            state.restored_through = Some(through);
-        }
+        let read_through = records.last().map(|(o, _)| *o);
+        let (state, replayed) =
+            PartitionState::rebuild(records, committed.unwrap_or(0), &self.policy());
         self.metrics
             .rate_observations
             .with_label_values(&["restored"])
@@ -415,7 +528,10 @@ impl RateStage {
         tracing::info!(
             partition,
             candidates = replayed,
-            judged_through = through,
+            judged_again = state.held.len(),
+            judged_through = state.restored_through,
+            committed,
+            read_through,
             seconds = started.elapsed().as_secs_f64(),
             "recipient-rate windows restored"
         );
@@ -428,7 +544,7 @@ impl RateStage {
         let marks = self.progress.lock();
         let mut out = Vec::new();
         for (p, state) in self.partitions.iter_mut() {
-            let moved = state.judged_time > state.checkpointed.unwrap_or(i64::MIN);
+            let moved = state.judged_time > state.checkpointed.unwrap_or(0);
             let due = state
                 .checkpointed_at
                 .is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
@@ -472,12 +588,6 @@ impl RateStage {
             tracing::warn!(error = %e, "rate record not begun");
             return;
         }
-        let observed = |outcome: &str| {
-            self.metrics
-                .rate_observations
-                .with_label_values(&[outcome])
-                .inc();
-        };
         let v = match item {
             Item::Candidate(v) => *v,
             Item::Progress(r) => {
@@ -487,7 +597,7 @@ impl RateStage {
             Item::Checkpoint(_) => return, // for a new owner's restore
             Item::Unreadable => {
                 // Only shareaudit writes this topic: a record it cannot read is a bug or a stranger.
-                observed("invalid");
+                self.observed("invalid");
                 tracing::error!(
                     partition = rec.partition,
                     offset = rec.offset,
@@ -496,45 +606,46 @@ impl RateStage {
                 return;
             }
         };
-        let t = v.occurred_at.millis();
         let state = self.partitions.entry(rec.partition).or_default();
-        let replayed = state.restored_through.is_some_and(|through| t <= through);
-        if replayed || state.judged.contains(&v.event_id) {
-            observed("duplicate");
-            self.settle(rec.partition, rec.offset, Vec::new());
-        } else if t < state.judged_time {
-            observed("late");
-            self.judge(rec.partition, rec.offset, v);
-        } else {
-            state.held.insert((t, v.event_id.clone(), rec.offset), v);
+        match state.arrive(rec.offset, v) {
+            Arrival::Duplicate => {
+                self.observed("duplicate");
+                self.settle(rec.partition, Some(rec.offset), Vec::new());
+            }
+            Arrival::Late(v) => {
+                self.observed("late");
+                self.judge(rec.partition, Some(rec.offset), *v);
+            }
+            Arrival::Held => {}
         }
+    }
+
+    fn observed(&self, outcome: &str) {
+        self.metrics
+            .rate_observations
+            .with_label_values(&[outcome])
+            .inc();
     }
 
     /// Judges, in event-time order, the held candidates every event
     /// partition has come past.
     fn release(&mut self) {
-        let mut ready: Vec<(i32, i64, Violation)> = Vec::new();
+        let mut ready: Vec<(i32, Ready)> = Vec::new();
         for (p, state) in self.partitions.iter_mut() {
-            ready.extend(state.ready().into_iter().map(|(o, v)| (*p, o, v)));
+            ready.extend(state.ready().into_iter().map(|r| (*p, r)));
         }
-        for (p, offset, v) in ready {
+        for (p, r) in ready {
             let duplicate = self
                 .partitions
                 .get(&p)
-                .is_some_and(|s| s.judged.contains(&v.event_id));
+                .is_some_and(|s| s.judged.contains(&r.v.event_id));
             if duplicate {
-                self.metrics
-                    .rate_observations
-                    .with_label_values(&["duplicate"])
-                    .inc();
-                self.settle(p, offset, Vec::new());
+                self.observed("duplicate");
+                self.settle(p, r.offset, Vec::new());
                 continue;
             }
-            self.metrics
-                .rate_observations
-                .with_label_values(&["counted"])
-                .inc();
-            self.judge(p, offset, v);
+            self.observed("counted");
+            self.judge(p, r.offset, r.v);
         }
         self.metrics
             .rate_pending
@@ -542,25 +653,14 @@ impl RateStage {
     }
 
     /// Counts one candidate; alerts when it takes its recipient over the limit.
-    fn judge(&mut self, partition: i32, offset: i64, v: Violation) {
+    fn judge(&mut self, partition: i32, offset: Option<i64>, v: Violation) {
         let policy = self.policy();
         let mut outputs = Vec::new();
-        let t = v.occurred_at.millis();
-        let event_id = v.event_id.clone();
-        let fired =
-            volume::rate_limit(&policy, &v.recipient_id, v.recipient_category).and_then(|limit| {
-                self.partitions
-                    .entry(partition)
-                    .or_default()
-                    .windows
-                    .observe(
-                        &v.recipient_id,
-                        volume::subject_key(&v.subject_ref),
-                        t,
-                        limit,
-                        policy.params.rate_window_millis,
-                    )
-            });
+        let fired = self
+            .partitions
+            .entry(partition)
+            .or_default()
+            .decide(&policy, &v);
         if let Some(count) = fired
             && policy
                 .rule(crate::model::RuleId::VolumeRecipientRate)
@@ -596,14 +696,19 @@ impl RateStage {
                 ));
             }
         }
-        if let Some(state) = self.partitions.get_mut(&partition) {
-            state.judged(t, &event_id, policy.params.rate_window_millis);
-        }
         self.settle(partition, offset, outputs);
     }
 
-    /// Releases a held record with its outputs, and sends them.
-    fn settle(&mut self, partition: i32, offset: i64, outputs: Vec<(Output, i64)>) {
+    /// Releases a held record with its outputs, and sends them. A candidate
+    /// below the group's commit (`offset` `None`) holds nothing: its
+    /// outputs, duplicates of acknowledged alerts, go untracked.
+    fn settle(&mut self, partition: i32, offset: Option<i64>, outputs: Vec<(Output, i64)>) {
+        let Some(offset) = offset else {
+            for (output, _) in &outputs {
+                self.sink.send_untracked(output);
+            }
+            return;
+        };
         {
             let mut marks = self.progress.lock();
             let Some(w) = marks.by_partition.get_mut(&partition) else {
@@ -634,6 +739,7 @@ mod tests {
     use crate::model::{Flow, LegalBasis, PolicyVersion, Purpose, RecipientCategory, Severity};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use std::collections::BTreeSet;
 
     fn candidate(event_id: &str, t: i64) -> Violation {
         Violation {
@@ -694,9 +800,8 @@ mod tests {
                 let burst = rng.random_range(1..5).min(stream.len() - next[p]);
                 for (t, id) in &stream[next[p]..next[p] + burst] {
                     offset += 1;
-                    state
-                        .held
-                        .insert((*t, id.clone(), offset), candidate(id, *t));
+                    let arrival = state.arrive(offset, candidate(id, *t));
+                    assert!(matches!(arrival, Arrival::Held), "{arrival:?}");
                 }
                 next[p] += burst;
                 let done = if next[p] == stream.len() {
@@ -713,7 +818,7 @@ mod tests {
                     state
                         .ready()
                         .into_iter()
-                        .map(|(_, v)| (v.occurred_at.millis(), v.event_id)),
+                        .map(|r| (r.v.occurred_at.millis(), r.v.event_id)),
                 );
             }
             assert_eq!(judged, want, "seed {seed}");
@@ -724,7 +829,7 @@ mod tests {
     #[test]
     fn nothing_is_judged_before_every_event_partition_reported() {
         let mut state = PartitionState::default();
-        state.held.insert((5, "a".into(), 1), candidate("a", 5));
+        state.arrive(1, candidate("a", 5));
         state.report(ProgressReport {
             source_partition: 0,
             event_time: 100,
@@ -749,6 +854,224 @@ mod tests {
             sources: 2,
         });
         assert_eq!(state.ready().len(), 1);
+        // Out of idleness, the partition holds the watermark again.
+        state.report(ProgressReport {
+            source_partition: 1,
+            event_time: 50,
+            sources: 2,
+        });
+        assert_eq!(state.watermark(), 50);
+    }
+
+    /// The rate topic as the producers fill it, and the members that read it.
+    struct Log {
+        /// What the event pipelines will produce, in order.
+        pending: VecDeque<Item>,
+        records: Vec<(i64, Item)>,
+    }
+
+    impl Log {
+        /// Three event partitions' candidates (increasing event times per
+        /// partition, thirty subjects, one recipient) in bursts, each
+        /// burst followed by the report of how far that partition is.
+        fn generate(rng: &mut StdRng, events: usize) -> Log {
+            let sources = 3;
+            let mut clock = vec![0i64; sources];
+            let mut left = vec![events / sources; sources];
+            let mut pending = VecDeque::new();
+            let mut n = 0;
+            while left.iter().any(|l| *l > 0) {
+                let p = rng.random_range(0..sources);
+                if left[p] == 0 {
+                    continue;
+                }
+                let burst = rng.random_range(1..6).min(left[p]);
+                for _ in 0..burst {
+                    clock[p] += rng.random_range(1..16_000);
+                    let mut v = candidate(&format!("e-{n:05}"), clock[p]);
+                    v.subject_ref = format!("s-{}", rng.random_range(0..30));
+                    pending.push_back(Item::Candidate(Box::new(v)));
+                    n += 1;
+                }
+                left[p] -= burst;
+                pending.push_back(Item::Progress(ProgressReport {
+                    source_partition: p as i32,
+                    event_time: if left[p] == 0 { i64::MAX } else { clock[p] },
+                    sources,
+                }));
+            }
+            Log {
+                pending,
+                records: Vec::new(),
+            }
+        }
+
+        /// The producers append up to `n` more records.
+        fn grow(&mut self, n: usize) {
+            for _ in 0..n {
+                let Some(item) = self.pending.pop_front() else {
+                    return;
+                };
+                let offset = self.records.len() as i64;
+                self.records.push((offset, item));
+            }
+        }
+
+        fn item(&self, offset: usize) -> Item {
+            match &self.records[offset].1 {
+                Item::Candidate(v) => Item::Candidate(v.clone()),
+                Item::Progress(r) => Item::Progress(*r),
+                Item::Checkpoint(c) => Item::Checkpoint(*c),
+                Item::Unreadable => Item::Unreadable,
+            }
+        }
+    }
+
+    /// A member of the rate group, as `RateStage` drives a partition, with
+    /// acknowledgements at once: what it fired, and where it may commit.
+    struct Member {
+        state: PartitionState,
+        next: usize,
+        /// Offsets of candidates read and not yet judged.
+        unjudged: BTreeSet<i64>,
+        fired: BTreeSet<String>,
+    }
+
+    impl Member {
+        fn new(state: PartitionState, from: usize) -> Member {
+            Member {
+                state,
+                next: from,
+                unjudged: BTreeSet::new(),
+                fired: BTreeSet::new(),
+            }
+        }
+
+        fn read(&mut self, log: &Log, policy: &Policy) {
+            let offset = self.next as i64;
+            match log.item(self.next) {
+                Item::Candidate(v) => match self.state.arrive(offset, *v) {
+                    Arrival::Held => {
+                        self.unjudged.insert(offset);
+                    }
+                    Arrival::Late(v) => self.judge(policy, &v),
+                    Arrival::Duplicate => {}
+                },
+                Item::Progress(r) => self.state.report(r),
+                _ => {}
+            }
+            self.next += 1;
+            for r in self.state.ready() {
+                if let Some(o) = r.offset {
+                    self.unjudged.remove(&o);
+                }
+                if !self.state.judged.contains(&r.v.event_id) {
+                    self.judge(policy, &r.v);
+                }
+            }
+        }
+
+        fn judge(&mut self, policy: &Policy, v: &Violation) {
+            if self.state.decide(policy, v).is_some() {
+                self.fired.insert(v.event_id.clone());
+            }
+        }
+
+        /// The group's commit: the first candidate not judged, or the position.
+        fn commit(&self) -> i64 {
+            self.unjudged.first().copied().unwrap_or(self.next as i64)
+        }
+    }
+
+    fn rate_policy() -> Policy {
+        let text = crate::policy::DEFAULT_POLICY
+            .replace("max_subjects_per_hour: 1000", "max_subjects_per_hour: 5")
+            .replace("window_seconds: 3600", "window_seconds: 20");
+        crate::policy::load(&text, "rate.yaml", Timestamp(0))
+            .unwrap()
+            .policy
+    }
+
+    /// An owner reads while the producers write and checkpoints now and
+    /// then; it is killed at a random point; the next owner rebuilds from
+    /// the partition and the commit, and reads on. Together they fire on
+    /// exactly the candidates one owner reading it all fires on.
+    #[test]
+    fn a_new_owner_goes_on_exactly_where_a_killed_one_stopped() {
+        let policy = rate_policy();
+        let mut fired_somewhere = 0;
+        for seed in 0..200 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut log = Log::generate(&mut rng, 240);
+            let total = log.pending.len();
+
+            // One owner, from the start to the end: the truth.
+            let mut truth_log = Log {
+                pending: log
+                    .pending
+                    .iter()
+                    .map(|i| match i {
+                        Item::Candidate(v) => Item::Candidate(v.clone()),
+                        Item::Progress(r) => Item::Progress(*r),
+                        _ => Item::Unreadable,
+                    })
+                    .collect(),
+                records: Vec::new(),
+            };
+            truth_log.grow(total);
+            let mut one = Member::new(PartitionState::default(), 0);
+            while one.next < truth_log.records.len() {
+                one.read(&truth_log, &policy);
+            }
+            assert!(one.state.held.is_empty());
+
+            // The first owner, killed after a random number of reads.
+            let mut first = Member::new(PartitionState::default(), 0);
+            let kill_after = rng.random_range(1..total);
+            for _ in 0..kill_after {
+                log.grow(rng.random_range(0..4));
+                if first.next >= log.records.len() {
+                    log.grow(1);
+                }
+                first.read(&log, &policy);
+                if rng.random_bool(0.2)
+                    && first.state.judged_time > first.state.checkpointed.unwrap_or(0)
+                {
+                    first.state.checkpointed = Some(first.state.judged_time);
+                    let offset = log.records.len() as i64;
+                    log.records.push((
+                        offset,
+                        Item::Checkpoint(Checkpoint {
+                            judged_through: first.state.judged_time,
+                        }),
+                    ));
+                }
+            }
+            let committed = first.commit();
+
+            // The next owner: rebuilt from the partition as it is now, then reads from the commit.
+            let records = (0..log.records.len())
+                .map(|o| (o as i64, log.item(o)))
+                .collect();
+            let (state, _) = PartitionState::rebuild(records, committed, &policy);
+            let mut second = Member::new(state, committed as usize);
+            log.grow(total);
+            while second.next < log.records.len() {
+                second.read(&log, &policy);
+            }
+            assert!(second.state.held.is_empty(), "seed {seed}: all judged");
+
+            let together: BTreeSet<String> = first.fired.union(&second.fired).cloned().collect();
+            assert_eq!(
+                together, one.fired,
+                "seed {seed}: killed after {kill_after} of {total}"
+            );
+            fired_somewhere += one.fired.len();
+        }
+        assert!(
+            fired_somewhere > 200,
+            "the limit is crossed often: {fired_somewhere}"
+        );
     }
 
     #[test]

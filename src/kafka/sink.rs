@@ -174,7 +174,7 @@ impl Sink {
         };
         if let Err(e) = self.send(output, ticket) {
             self.progress.metrics.delivery_failures.inc();
-            tracing::warn!(error = %e, topic = %output.topic, "progress report not enqueued");
+            tracing::warn!(error = %e, topic = %output.topic, "untracked output (progress report, checkpoint or repeated alert) not enqueued");
         }
     }
 

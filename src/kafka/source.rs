@@ -232,17 +232,44 @@ impl Source {
             .map(|(_, high)| high)
     }
 
+    /// The group's committed offset for `partition` (`None`: no commit yet).
+    pub fn committed_offset(
+        &self,
+        partition: i32,
+        timeout: Duration,
+    ) -> Result<Option<i64>, KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        let got = self.consumer.committed_offsets(tpl, timeout)?;
+        Ok(
+            match got
+                .find_partition(&self.topic, partition)
+                .map(|e| e.offset())
+            {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+    }
+
     /// Whether this member has read `partition` to its current end (the
-    /// next offset to read is the broker's high watermark).
+    /// next offset to read is the broker's high watermark). A partition it
+    /// has read nothing of since it was assigned has no position yet: the
+    /// group's commit, where it starts, stands for it, so that a partition
+    /// received already read to its end counts as idle.
     pub fn at_end(&self, partition: i32) -> bool {
         let Ok(positions) = self.consumer.position() else {
             return false;
         };
-        let Some(Offset::Offset(next)) = positions
+        let next = match positions
             .find_partition(&self.topic, partition)
             .map(|e| e.offset())
-        else {
-            return false;
+        {
+            Some(Offset::Offset(next)) => next,
+            _ => match self.committed_offset(partition, Duration::from_secs(1)) {
+                Ok(Some(next)) => next,
+                _ => return false,
+            },
         };
         self.end_offset(partition).is_some_and(|end| next >= end)
     }
