@@ -9,14 +9,21 @@ storage) on a free port, and measures, in one run:
 1. throughput: a topic of N generated events (Avro, Confluent framing, 6
    partitions) read by the bare loop (examples/bare_consume.rs: the
    daemon's own consumer, nothing else), then audited by one shareaudit
-   replica, then by three in one group; each from the beginning, in its own
-   group. Events per second from the first record judged to the last.
+   replica; each from the beginning, in its own group. Events per second
+   from the first record judged to the last.
 2. latency: live traffic at 5,000 events/s into a running replica;
    shareaudit_event_to_alert_seconds (occurred_at to the broker's
    acknowledgement of the violation) read from /metrics, p50/p99 from its
    buckets.
 3. memory: a replica with 1,000,000 users in the consent table: VmRSS and
    VmHWM from /proc after the table is loaded and events were judged.
+4. scaling: one replica, then three in one group, each group formed on an
+   empty topic of its own before the generator produces N events into it
+   (a replica that starts late finds the events judged already; and tansu
+   0.6 skips the rest of a batch when a fetch starts inside it, which a
+   partition moved mid-stream does). Then three bare loops at once on that
+   topic, for what the broker serves. The CPU the broker, the replicas and
+   the generator used meanwhile says which was the limit.
 
 Prints a Markdown table for BENCHMARKS.md. Not part of the test command: it
 takes a few minutes and the machine must be otherwise idle.
@@ -70,10 +77,10 @@ class Bench:
         subprocess.run(["tansu", "topic", "create", "--broker", f"tcp://{self.brokers}", "--partitions",
                         str(partitions), name], check=True, stdout=self.log, stderr=self.log)
 
-    def generate(self, events_topic, consent_topic, count, users, rate=0, seed=7):
+    def generate(self, events_topic, consent_topic, count, users, rate=0, seed=7, extra=()):
         subprocess.run([BIN, "generate", "--brokers", self.brokers, "--count", str(count), "--users", str(users),
                         "--seed", str(seed), "--rate", str(rate), "--events-topic", events_topic,
-                        "--consent-topic", consent_topic], check=True, stdout=self.log, stderr=self.log)
+                        "--consent-topic", consent_topic, *extra], check=True, stdout=self.log, stderr=self.log)
 
     def daemon(self, group, events, consent, tag, extra=()):
         port = free_port()
@@ -91,17 +98,54 @@ class Bench:
         p.terminate()
         p.wait(timeout=60)
 
-    def judge_rate(self, ports, n):
-        """Events per second over the replicas on `ports`, first judged to the n-th."""
+    def judge_rate(self, ports, n, pids=()):
+        """Events per second over the replicas on `ports`, first judged to the
+        n-th; and the cores the broker and the replicas (`pids`) used meanwhile."""
         first, deadline = None, time.time() + 900
         while time.time() < deadline:
             done = sum(total(metrics(p), "shareaudit_events_total") for p in ports)
             if done > 0 and first is None:
                 first = time.time()
+                cpu0 = (cpu_seconds([self.tansu.pid]), cpu_seconds(pids))
             if done >= n:
-                return n / (time.time() - first)
+                wall = time.time() - first
+                self.cores = ((cpu_seconds([self.tansu.pid]) - cpu0[0]) / wall, (cpu_seconds(pids) - cpu0[1]) / wall)
+                return n / wall
             time.sleep(0.05)
         raise SystemExit(f"timed out: {done} of {n} judged")
+
+    def bare(self, topic, group, n):
+        """The bare loop's events per second on `topic`, and the broker's cores meanwhile."""
+        before, started = cpu_seconds([self.tansu.pid]), time.time()
+        out = subprocess.run([BARE, self.brokers, topic, group, str(n)], check=True, capture_output=True,
+                             text=True).stdout
+        broker = (cpu_seconds([self.tansu.pid]) - before) / (time.time() - started)
+        return json.loads(out)["events_per_second"], f"cores busy: broker {broker:.2f} (from the loop's start)"
+
+    def settle(self, ports, topic, partitions):
+        """Waits until the replicas on `ports` own every partition of `topic`, each some."""
+        label = f'topic="{topic}"'
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            owned = [total(metrics(p), "shareaudit_assigned_partitions", label) for p in ports]
+            if sum(owned) == partitions and all(o > 0 for o in owned):
+                return
+            time.sleep(0.2)
+        raise SystemExit(f"the group did not settle: {owned}")
+
+    def cores_note(self):
+        broker, replicas = self.cores
+        return f"cores busy: broker {broker:.2f}, shareaudit {replicas:.2f}"
+
+
+def cpu_seconds(pids):
+    """User and system CPU seconds used so far by the processes `pids`."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    n = 0.0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        n += (int(fields[11]) + int(fields[12])) / ticks
+    return n
 
 
 def quantile(text, name, q):
@@ -120,12 +164,11 @@ def quantile(text, name, q):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
-    ap.add_argument("--three", action="store_true", help="also three replicas (see the tansu caveat in the code)")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "shareaudit", "--example", "bare_consume"],
                    cwd=ROOT, check=True)
     b = Bench()
-    tansu = subprocess.Popen(["tansu", "broker", "--storage-engine", "memory://tansu/", "--listener-url",
+    tansu = b.tansu = subprocess.Popen(["tansu", "broker", "--storage-engine", "memory://tansu/", "--listener-url",
                               f"tcp://{b.brokers}", "--advertised-listener-url", f"tcp://{b.brokers}"],
                              stdout=b.log, stderr=b.log)
     rows = []
@@ -134,31 +177,19 @@ def main():
         n = args.events
         b.topic("bench-events", 6)
         b.topic("bench-consent", 2)
-        for tag in ("one", "three", "live", "mem"):
+        for tag in ("one", "scale1", "scale3", "live", "mem"):
             b.topic(f"violations-{tag}", 3)
             b.topic(f"dlq-{tag}", 1)
         b.generate("bench-events", "bench-consent", n, 20_000)
 
-        out = subprocess.run([BARE, b.brokers, "bench-events", "bare", str(n)], check=True, capture_output=True,
-                             text=True).stdout
-        bare = json.loads(out)["events_per_second"]
-        rows.append(("bare consume loop, 1 consumer", f"{bare:,.0f} events/s", ""))
+        bare, note = b.bare("bench-events", "bare", n)
+        rows.append(("bare consume loop, 1 consumer", f"{bare:,.0f} events/s", note))
 
         p, port = b.daemon("one", "bench-events", "bench-consent", "one")
-        one = b.judge_rate([port], n)
+        one = b.judge_rate([port], n, [p.pid])
         b.stop(p)
-        rows.append(("shareaudit, 1 replica", f"{one:,.0f} events/s", f"{one / bare:.0%} of the bare loop (target 80%)"))
-
-        if args.three:
-            # tansu 0.6 skips the rest of a producer batch when a fetch starts
-            # inside it: a replica taking over a partition mid-batch in the
-            # group's first rebalances can skip records, and this wait then
-            # never ends. Kept behind --three until tansu is fixed.
-            three = [b.daemon("three", "bench-events", "bench-consent", "three") for _ in range(3)]
-            three_rate = b.judge_rate([port for _, port in three], n)
-            for p, _ in three:
-                b.stop(p)
-            rows.append(("shareaudit, 3 replicas", f"{three_rate:,.0f} events/s", f"{three_rate / one:.2f}x one replica"))
+        rows.append(("shareaudit, 1 replica", f"{one:,.0f} events/s",
+                     f"{one / bare:.0%} of the bare loop (target 80%); {b.cores_note()}"))
 
         # Latency under live traffic at 5,000 events/s.
         b.topic("live-events", 6)
@@ -192,6 +223,45 @@ def main():
         b.stop(p)
         rows.append(("resident memory, 1,000,000 users", f"{rss:.0f} MiB (peak {hwm:.0f} MiB)",
                      f"{users:,.0f} users in the table, 50,000 events judged (target 300 MiB)"))
+
+        # Scaling: one replica, then three in one group, each group formed on an empty topic of
+        # its own before the generator produces into it (a replica starting late would find the
+        # events judged already, and a partition moved mid-stream hits tansu's batch bug).
+        for replicas in (1, 3):
+            tag = f"scale{replicas}"
+            b.topic(f"{tag}-events", 6)
+            b.topic(f"{tag}-consent", 2)
+            group = [b.daemon(tag, f"{tag}-events", f"{tag}-consent", tag) for _ in range(replicas)]
+            b.settle([port for _, port in group], f"{tag}-events", 6)
+            gen = subprocess.Popen([BIN, "generate", "--brokers", b.brokers, "--count", str(n), "--users", "20000",
+                                    "--seed", "7", "--events-topic", f"{tag}-events", "--consent-topic",
+                                    f"{tag}-consent"], stdout=b.log, stderr=b.log)
+            gen_cpu = cpu_seconds([gen.pid])
+            rate_ = b.judge_rate([port for _, port in group], n, [p.pid for p, _ in group])
+            wall = n / rate_
+            gen_cpu = (cpu_seconds([gen.pid]) - gen_cpu) / wall if gen.poll() is None else None
+            gen.wait()
+            for p, _ in group:
+                b.stop(p)
+            gen_note = f", generator {gen_cpu:.2f}" if gen_cpu is not None else ", generator done before the last"
+            if replicas == 1:
+                scale_one = rate_
+                rows.append(("shareaudit, 1 replica, events produced while it runs", f"{rate_:,.0f} events/s",
+                             b.cores_note() + gen_note))
+            else:
+                rows.append(("shareaudit, 3 replicas, events produced while they run", f"{rate_:,.0f} events/s",
+                             f"{rate_ / scale_one:.2f}x one replica; {b.cores_note()}{gen_note} of {os.cpu_count()}"))
+
+        # What the broker serves at most: three bare loops at once on the last topic, each in its
+        # own group, each reading it all.
+        before, started = cpu_seconds([tansu.pid]), time.time()
+        loops = [subprocess.Popen([BARE, b.brokers, "scale3-events", f"bare-3-{i}", str(n)], stdout=subprocess.PIPE,
+                                  text=True) for i in range(3)]
+        outs = [json.loads(l.communicate()[0]) for l in loops]
+        wall = max(o["seconds"] for o in outs)
+        broker = (cpu_seconds([tansu.pid]) - before) / (time.time() - started)
+        rows.append(("3 bare loops at once", f"{3 * n / wall:,.0f} events/s in all",
+                     f"what the broker serves three readers; cores busy: broker {broker:.2f} (from the loops' start)"))
     finally:
         for p in b.procs:
             if p.poll() is None:
