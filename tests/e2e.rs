@@ -859,6 +859,9 @@ struct RefusingBroker {
     tansu: Child,
     addr: String,
     refuse: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, every connection but the test's own is cut at its next
+    /// request, as a broker restart cuts them; tansu keeps its data.
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for RefusingBroker {
@@ -887,7 +890,9 @@ fn refusing_broker() -> RefusingBroker {
         .spawn()
         .expect("tansu on PATH (scripts/e2e.sh installs it)");
     let refuse = Arc::new(AtomicBool::new(false));
+    let down = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&refuse);
+    let down_flag = Arc::clone(&down);
     std::thread::spawn(move || {
         for client in proxy.incoming().flatten() {
             let Ok(broker) = TcpStream::connect(("127.0.0.1", broker_port)) else {
@@ -896,6 +901,7 @@ fn refusing_broker() -> RefusingBroker {
             let (mut c_in, mut b_out) = (client.try_clone().unwrap(), broker.try_clone().unwrap());
             let (mut b_in, mut c_out) = (broker, client);
             let flag = Arc::clone(&flag);
+            let down = Arc::clone(&down_flag);
             // Client to broker, frame by frame: [size: i32][api_key: i16]...
             std::thread::spawn(move || {
                 let mut size = [0u8; 4];
@@ -910,9 +916,9 @@ fn refusing_broker() -> RefusingBroker {
                         .get(8..10)
                         .map(|l| i16::from_be_bytes([l[0], l[1]]).max(0) as usize)
                         .and_then(|len| frame.get(10..10 + len));
-                    if produce
-                        && flag.load(Ordering::Relaxed)
-                        && client != Some(TEST_CLIENT.as_bytes())
+                    let ours = client == Some(TEST_CLIENT.as_bytes());
+                    if !ours
+                        && (down.load(Ordering::Relaxed) || produce && flag.load(Ordering::Relaxed))
                     {
                         break;
                     }
@@ -942,10 +948,31 @@ fn refusing_broker() -> RefusingBroker {
         tansu,
         addr,
         refuse,
+        down,
     }
 }
 
 /// Per partition, the offsets of the events whose ids are in `ids`.
+/// Puts back the shared broker's address when a test with its own is done.
+struct Restore(String);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // SAFETY: the e2e tests run one at a time (--test-threads=1); nothing else reads the variable now.
+        unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", &self.0) };
+    }
+}
+
+/// A broker of the test's own behind the faulty proxy; `brokers()` names
+/// it until the returned guard is dropped.
+fn own_broker() -> (RefusingBroker, Restore) {
+    let broker = refusing_broker();
+    let shared = brokers();
+    // SAFETY: as in `Restore::drop`.
+    unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", &broker.addr) };
+    (broker, Restore(shared))
+}
+
 fn offsets_of(topic: &str, ids: &BTreeSet<&String>) -> BTreeMap<i32, Vec<i64>> {
     let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for m in read_all(&brokers(), topic) {
@@ -972,18 +999,7 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
     const PARTITIONS: i32 = 4;
     const OUTAGE: Duration = Duration::from_secs(60);
     // This test's own broker, behind the proxy that refuses produce on demand.
-    let broker = refusing_broker();
-    // SAFETY: the e2e tests run one at a time (--test-threads=1); nothing else reads the variable now.
-    let shared = brokers();
-    unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", &broker.addr) };
-    struct Restore(String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            // SAFETY: as above.
-            unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", &self.0) };
-        }
-    }
-    let _restore = Restore(shared);
+    let (broker, _restore) = own_broker();
 
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("policy.yaml");
@@ -1115,6 +1131,95 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
     let (status, _) = d.terminate();
     assert!(status.success());
     same(&got, &s.truth, "every alert, the outage's included");
+    let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
+    assert_eq!(committed, ends);
+}
+
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn a_broker_restart_stops_consumption_and_loses_nothing() {
+    const PARTITIONS: i32 = 4;
+    const DOWN: Duration = Duration::from_secs(20);
+    let (broker, _restore) = own_broker();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
+    let s = stream(dir.path(), 10_000, 606, &policy);
+    let n = names("restart");
+    create(&[
+        (&n.events, PARTITIONS),
+        (&n.consent, 2),
+        (&n.violations, 2),
+        (&n.dlq, 1),
+    ]);
+    produce(&n.consent, &s.states);
+    let records: Vec<(String, Vec<u8>)> = s
+        .events
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    let (before, during) = records.split_at(records.len() / 2);
+    produce(&n.events, before);
+    let mut d = start(&n, dir.path());
+    wait_committed(
+        &n,
+        PARTITIONS,
+        Duration::from_secs(300),
+        std::slice::from_mut(&mut d),
+    );
+    d.wait_for("the first half delivered", Duration::from_secs(60), |d| {
+        d.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+
+    // The broker goes away as in a restart: every connection of the
+    // daemon's is cut, and cut again when it reconnects. The second half
+    // arrives meanwhile (the test's own producer still gets through).
+    let errors_before = d.sum("shareaudit_kafka_errors_total", None);
+    broker
+        .down
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    produce(&n.events, during);
+    std::thread::sleep(Duration::from_secs(3)); // what was fetched before the cut
+    let judged = d.sum("shareaudit_events_total", None);
+    let started = Instant::now();
+    while started.elapsed() < DOWN {
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "the daemon died while the broker was down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Visible while it lasts: consumption stopped, client errors counted and logged.
+    assert_eq!(
+        d.sum("shareaudit_events_total", None),
+        judged,
+        "nothing is judged while the broker is down"
+    );
+    assert!(
+        d.sum("shareaudit_kafka_errors_total", None) > errors_before,
+        "client errors are counted while the broker is down"
+    );
+    broker
+        .down
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+
+    // The broker is back: the backlog drains, nothing is skipped, every alert arrives.
+    wait_committed(
+        &n,
+        PARTITIONS,
+        Duration::from_secs(300),
+        std::slice::from_mut(&mut d),
+    );
+    let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
+    let judged_after = d.sum("shareaudit_events_total", None) as usize;
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    same(&got, &s.truth, "every alert, the second half's included");
+    assert!(
+        judged_after >= records.len(),
+        "every event judged: {judged_after} of {}",
+        records.len()
+    );
     let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
     assert_eq!(committed, ends);
 }

@@ -204,6 +204,19 @@ pub fn client_config(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// An error librdkafka reported for a client as a whole (not a record's):
+/// all brokers down, a connection refused, authentication. Counted and
+/// logged; librdkafka reconnects by itself.
+pub(crate) fn client_error(
+    metrics: &crate::telemetry::Metrics,
+    client: &str,
+    error: &rdkafka::error::KafkaError,
+    reason: &str,
+) {
+    metrics.kafka_errors.with_label_values(&[client]).inc();
+    tracing::warn!(client, error = %error, reason, "kafka client error");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,11 @@ fn breaks_the_producer(e: &KafkaError) -> bool {
     )
 }
 
-impl ClientContext for SinkContext {}
+impl ClientContext for SinkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::client_error(&self.progress.metrics, "producer", &error, reason);
+    }
+}
 
 impl ProducerContext for SinkContext {
     type DeliveryOpaque = Box<Ticket>;

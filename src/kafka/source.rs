@@ -19,7 +19,11 @@ pub struct SourceContext {
     drain_timeout: Duration,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::client_error(&self.progress.metrics, "consumer", &error, reason);
+    }
+}
 
 impl SourceContext {
     /// Commits what the watermark allows for `partitions`, synchronously.

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub event_to_alert_seconds: Histogram,
     pub lag: IntGaugeVec,
     pub delivery_failures: IntCounter,
+    pub kafka_errors: IntCounterVec,
     pub consent_users: IntGauge,
     pub consent_records: IntCounterVec,
     pub policy_reloads: IntCounterVec,
@@ -136,6 +137,12 @@ impl Metrics {
                 &["topic", "partition"],
             )?,
             delivery_failures,
+            kafka_errors: counter_vec(
+                &r,
+                "shareaudit_kafka_errors_total",
+                "Errors librdkafka reported for a client (a broker down or unreachable, authentication, ...), by client",
+                &["client"],
+            )?,
             consent_users: gauge(
                 &r,
                 "shareaudit_consent_table_users",
@@ -194,6 +201,16 @@ impl Metrics {
             )?,
             registry: r,
             current_policy: Mutex::new(None),
+        })
+        .inspect(|m| {
+            // Known label values start at zero: an alert on `increase()` sees
+            // the first error only if the series was there before it.
+            for client in ["consumer", "producer"] {
+                m.kafka_errors.with_label_values(&[client]);
+            }
+            for result in ["ok", "error"] {
+                m.policy_reloads.with_label_values(&[result]);
+            }
         })
     }
 
@@ -270,5 +287,26 @@ impl Metrics {
                 }
             })
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counter whose series appears with its first increment is invisible
+    /// to `increase()`: the alerts on the first refused reload and the first
+    /// client error need the series there, at zero, from the start.
+    #[test]
+    fn the_series_alerts_count_on_start_at_zero() {
+        let text = Metrics::new().unwrap().render();
+        for series in [
+            r#"shareaudit_policy_reloads_total{result="ok"} 0"#,
+            r#"shareaudit_policy_reloads_total{result="error"} 0"#,
+            r#"shareaudit_kafka_errors_total{client="consumer"} 0"#,
+            r#"shareaudit_kafka_errors_total{client="producer"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing from:\n{text}");
+        }
     }
 }
