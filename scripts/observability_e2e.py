@@ -226,8 +226,10 @@ scrape_configs:
 
     rules = json.loads(get(f"{prom}/api/v1/rules"))["data"]["groups"]
     alert_rules = [r for g in rules for r in g["rules"] if r["type"] == "alerting"]
-    if len(alert_rules) < 9:
-        fail(f"Prometheus loaded {len(alert_rules)} alert rules, expected 9")
+    with open(RULES) as f:
+        shipped = f.read().count("- alert:")
+    if len(alert_rules) != shipped:
+        fail(f"Prometheus loaded {len(alert_rules)} alert rules, the file has {shipped}")
     for r in alert_rules:
         check_names(f"alert {r['name']}", r["query"], exported)
         res = query(prom, r["query"])
@@ -263,6 +265,37 @@ scrape_configs:
             m = pattern.search(body)
             if m:
                 fail(f"a notification to {path} holds what looks like personal data: {m.group(0)!r}")
+
+    check_inhibition(f"http://127.0.0.1:{am_port}")
+
+
+def check_inhibition(am):
+    """The shipped inhibition, in the real Alertmanager: a critical alert about
+    a rule holds back a warning about the same rule, and nothing else; a
+    critical alert about the service (no rule label) holds back no warning."""
+    def post(alerts):
+        req = urllib.request.Request(f"{am}/api/v2/alerts", data=json.dumps(alerts).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req, timeout=5).read()
+    post([
+        {"labels": {"alertname": "InhibitCheckCritical", "severity": "critical", "rule": "check.a"}},
+        {"labels": {"alertname": "InhibitCheckWarning", "severity": "warning", "rule": "check.a"}},
+        {"labels": {"alertname": "InhibitCheckOtherRule", "severity": "warning", "rule": "check.b"}},
+        {"labels": {"alertname": "InhibitCheckService", "severity": "critical"}},
+        {"labels": {"alertname": "InhibitCheckServiceWarning", "severity": "warning"}},
+    ])
+    want = {"InhibitCheckWarning": True, "InhibitCheckOtherRule": False, "InhibitCheckServiceWarning": False}
+    def states():
+        got = {}
+        for a in json.loads(get(f"{am}/api/v2/alerts") or "[]"):
+            name = a["labels"].get("alertname")
+            if name in want:
+                got[name] = bool(a["status"].get("inhibitedBy"))
+        return got
+    if not wait_for("the inhibition to settle", lambda: states() == want, 20):
+        print(f"  inhibited or not: {states()}, expected {want}")
+    else:
+        print("inhibition: a critical alert holds back warnings of its rule only; a service-wide one holds back none")
 
 
 def check_names(where, expr, exported):
