@@ -9,9 +9,9 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The ticket partition of outputs no record waits for.
 const UNTRACKED: i32 = -1;
@@ -21,6 +21,8 @@ pub struct SinkContext {
     /// Set when the broker fenced this producer or broke its sequence: it
     /// will refuse everything from then on, and must be replaced.
     broken: Arc<AtomicBool>,
+    /// Outputs the broker acknowledged, for the retry backoff.
+    delivered: Arc<AtomicU64>,
 }
 
 /// Delivery errors after which an idempotent producer is of no more use.
@@ -57,6 +59,7 @@ impl ProducerContext for SinkContext {
         let mut marks = self.progress.lock();
         match result {
             Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
                 if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
                     let _ = w.ack(ticket.offset);
                 }
@@ -101,6 +104,60 @@ pub struct Sink {
     progress: Arc<Progress>,
     config: rdkafka::ClientConfig,
     broken: Arc<AtomicBool>,
+    delivered: Arc<AtomicU64>,
+    backoff: Mutex<Backoff>,
+}
+
+/// When failed outputs go out again: at once after a success, then
+/// after a delay that doubles while nothing gets through (200 ms up to
+/// 5 s), so that a broker that refuses everything is not hammered and a
+/// backlog of retries cannot outrun its message timeout.
+#[derive(Debug)]
+pub struct Backoff {
+    delay: Duration,
+    next: Option<Instant>,
+    delivered: u64,
+}
+
+impl Backoff {
+    pub const FIRST: Duration = Duration::from_millis(200);
+    pub const MOST: Duration = Duration::from_secs(5);
+
+    pub fn new() -> Backoff {
+        Backoff {
+            delay: Backoff::FIRST,
+            next: None,
+            delivered: 0,
+        }
+    }
+
+    /// Whether a round of retries is due at `now`, given how many outputs
+    /// the broker acknowledged so far; if so, when the next one will be.
+    pub fn due(&mut self, now: Instant, delivered: u64) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            return false;
+        }
+        if delivered != self.delivered {
+            self.delay = Backoff::FIRST;
+            self.delivered = delivered;
+        } else if self.next.is_some() {
+            self.delay = (self.delay * 2).min(Backoff::MOST);
+        }
+        self.next = Some(now + self.delay);
+        true
+    }
+
+    /// Nothing waits for a retry: the next failure is retried at once.
+    pub fn clear(&mut self) {
+        self.delay = Backoff::FIRST;
+        self.next = None;
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::new()
+    }
 }
 
 impl Sink {
@@ -115,15 +172,19 @@ impl Sink {
         // `-X enable.idempotence=true` turns it on.
         super::set_default(&mut config, "enable.idempotence", "false");
         let broken = Arc::new(AtomicBool::new(false));
+        let delivered = Arc::new(AtomicU64::new(0));
         let producer = config.create_with_context(SinkContext {
             progress: Arc::clone(&progress),
             broken: Arc::clone(&broken),
+            delivered: Arc::clone(&delivered),
         })?;
         Ok(Sink {
             producer,
             progress,
             config,
             broken,
+            delivered,
+            backoff: Mutex::new(Backoff::new()),
         })
     }
 
@@ -143,6 +204,7 @@ impl Sink {
         match self.config.create_with_context(SinkContext {
             progress: Arc::clone(&self.progress),
             broken: Arc::clone(&broken),
+            delivered: Arc::clone(&self.delivered),
         }) {
             // Dropping the old producer purges its queue: each output fails and is queued for a retry.
             Ok(fresh) => {
@@ -182,8 +244,18 @@ impl Sink {
         }
     }
 
-    /// Sends every failed output again.
+    /// Sends every failed output again, when the backoff says so.
     pub fn resend_failed(&self) {
+        {
+            let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            if self.progress.lock().retries.is_empty() {
+                backoff.clear();
+                return;
+            }
+            if !backoff.due(Instant::now(), self.delivered.load(Ordering::Relaxed)) {
+                return;
+            }
+        }
         let retries = std::mem::take(&mut self.progress.lock().retries);
         for r in retries {
             if let Some(w) = self
@@ -244,5 +316,35 @@ impl Sink {
 
     pub fn in_queue(&self) -> i32 {
         self.producer.in_flight_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_while_nothing_gets_through_and_start_over_after_a_success() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut b = Backoff::new();
+        assert!(b.due(ms(0), 0), "the first round goes at once");
+        assert!(!b.due(ms(100), 0));
+        assert!(b.due(ms(200), 0), "200 ms later");
+        assert!(!b.due(ms(500), 0), "then 400 ms");
+        assert!(b.due(ms(600), 0));
+        let mut at = 600;
+        for _ in 0..10 {
+            at += 5_000;
+            assert!(b.due(ms(at), 0));
+        }
+        assert!(!b.due(ms(at + 4_999), 0), "never more than 5 s apart");
+        assert!(b.due(ms(at + 5_000), 0));
+        // A delivery got through: the next round comes 200 ms after this one.
+        assert!(b.due(ms(at + 10_000), 1));
+        assert!(b.due(ms(at + 10_200), 1));
+        // Nothing waits any more: a new failure is retried at once.
+        b.clear();
+        assert!(b.due(ms(at + 10_250), 1));
     }
 }
