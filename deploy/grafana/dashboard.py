@@ -79,10 +79,11 @@ panel("Audit time per event","timeseries",[
       ts(f'histogram_quantile(0.99, sum by (le) (rate(shareaudit_event_audit_seconds_bucket{{{SEL}}}[$__rate_interval])))',"p99"),
       ts(f'sum(rate(shareaudit_event_audit_seconds_sum{{{SEL}}}[$__rate_interval])) / sum(rate(shareaudit_event_audit_seconds_count{{{SEL}}}[$__rate_interval]))',"mean")],0,49,8,8,
       "Time to decode and judge one event.","s")
-panel("Alert delivery failures and in-flight records","timeseries",[
+panel("Kafka errors, delivery failures and in-flight records","timeseries",[
       ts(f'sum(rate(shareaudit_alert_delivery_failures_total{{{SEL}}}[$__rate_interval]))',"delivery failures/s"),
+      ts(f'sum by (client) (rate(shareaudit_kafka_errors_total{{{SEL}}}[$__rate_interval]))',"kafka errors/s {{client}}"),
       ts(f'sum(shareaudit_in_flight_records{{{SEL}}})',"in flight")],8,49,8,8,
-      "Deliveries the broker did not acknowledge (each is retried; commits hold meanwhile), and records read but not yet fully acknowledged.","short")
+      "Client errors librdkafka reports (brokers down or unreachable, authentication: ShareauditKafkaUnreachable), deliveries the broker did not acknowledge (each is retried; commits hold meanwhile), and records read but not yet fully acknowledged.","short")
 panel("Policy reloads","timeseries",[ts(f'sum by (result) (increase(shareaudit_policy_reloads_total{{{SEL}}}[$__rate_interval]))',"{{result}}")],16,49,8,8,
       "Policy reloads by result. `error`: a new policy was refused and the previous one stays (ShareauditPolicyReloadFailed).","short")
 panel("Partitions per replica","timeseries",[ts(f'sum by (instance, topic) (shareaudit_assigned_partitions{{{SEL}}})',"{{instance}} {{topic}}")],0,57,8,8,
