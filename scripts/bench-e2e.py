@@ -77,10 +77,14 @@ class Bench:
         subprocess.run(["tansu", "topic", "create", "--broker", f"tcp://{self.brokers}", "--partitions",
                         str(partitions), name], check=True, stdout=self.log, stderr=self.log)
 
-    def generate(self, events_topic, consent_topic, count, users, rate=0, seed=7, extra=()):
-        subprocess.run([BIN, "generate", "--brokers", self.brokers, "--count", str(count), "--users", str(users),
-                        "--seed", str(seed), "--rate", str(rate), "--events-topic", events_topic,
-                        "--consent-topic", consent_topic, *extra], check=True, stdout=self.log, stderr=self.log)
+    def generate(self, events_topic, consent_topic, count, users, rate=0, seed=7, wait=True):
+        """Produces generated traffic; with `wait=False`, returns the running generator."""
+        p = subprocess.Popen([BIN, "generate", "--brokers", self.brokers, "--count", str(count), "--users", str(users),
+                              "--seed", str(seed), "--rate", str(rate), "--events-topic", events_topic,
+                              "--consent-topic", consent_topic], stdout=self.log, stderr=self.log)
+        if wait and p.wait() != 0:
+            raise SystemExit(f"generate into {events_topic} failed")
+        return p
 
     def daemon(self, group, events, consent, tag, extra=()):
         port = free_port()
@@ -233,24 +237,21 @@ def main():
             b.topic(f"{tag}-consent", 2)
             group = [b.daemon(tag, f"{tag}-events", f"{tag}-consent", tag) for _ in range(replicas)]
             b.settle([port for _, port in group], f"{tag}-events", 6)
-            gen = subprocess.Popen([BIN, "generate", "--brokers", b.brokers, "--count", str(n), "--users", "20000",
-                                    "--seed", "7", "--events-topic", f"{tag}-events", "--consent-topic",
-                                    f"{tag}-consent"], stdout=b.log, stderr=b.log)
-            gen_cpu = cpu_seconds([gen.pid])
+            started = time.time()
+            gen = b.generate(f"{tag}-events", f"{tag}-consent", n, 20_000, wait=False)
             rate_ = b.judge_rate([port for _, port in group], n, [p.pid for p, _ in group])
-            wall = n / rate_
-            gen_cpu = (cpu_seconds([gen.pid]) - gen_cpu) / wall if gen.poll() is None else None
-            gen.wait()
+            _, status, usage = os.wait4(gen.pid, 0)
+            gen.returncode = os.waitstatus_to_exitcode(status)
             for p, _ in group:
                 b.stop(p)
-            gen_note = f", generator {gen_cpu:.2f}" if gen_cpu is not None else ", generator done before the last"
+            gen_note = f"; the generator: {usage.ru_utime + usage.ru_stime:.1f} CPU-s in {time.time() - started:.1f} s"
             if replicas == 1:
                 scale_one = rate_
                 rows.append(("shareaudit, 1 replica, events produced while it runs", f"{rate_:,.0f} events/s",
                              b.cores_note() + gen_note))
             else:
                 rows.append(("shareaudit, 3 replicas, events produced while they run", f"{rate_:,.0f} events/s",
-                             f"{rate_ / scale_one:.2f}x one replica; {b.cores_note()}{gen_note} of {os.cpu_count()}"))
+                             f"{rate_ / scale_one:.2f}x one replica; {b.cores_note()} of {os.cpu_count()}{gen_note}"))
 
         # What the broker serves at most: three bare loops at once on the last topic, each in its
         # own group, each reading it all.

@@ -470,12 +470,14 @@ impl RateStage {
         let started = Instant::now();
         let mut records: Vec<(i64, Item)> = Vec::new();
         let topic = self.settings.topics.recipient_rate.as_str();
+        // Where this owner starts reading: the commit; no commit, the start.
+        // Unknown, every candidate read now counts as below it: those after
+        // the checkpoint are judged again (duplicates), none is left out.
         let committed = match source.committed_offset(partition, Duration::from_secs(10)) {
-            Ok(c) => c,
+            Ok(c) => c.unwrap_or(0),
             Err(e) => {
-                // Without it, everything after the checkpoint is judged again: duplicates.
-                tracing::warn!(partition, error = %e, "recipient-rate commit not read; judging again from the checkpoint");
-                None
+                tracing::warn!(partition, error = %e, "recipient-rate commit not read; judging again all after the checkpoint");
+                i64::MAX
             }
         };
         let read = (|| -> Result<(), rdkafka::error::KafkaError> {
@@ -519,8 +521,7 @@ impl RateStage {
             tracing::error!(partition, error = %e, "recipient-rate restore failed; windows start partial");
         }
         let read_through = records.last().map(|(o, _)| *o);
-        let (state, replayed) =
-            PartitionState::rebuild(records, committed.unwrap_or(0), &self.policy());
+        let (state, replayed) = PartitionState::rebuild(records, committed, &self.policy());
         self.metrics
             .rate_observations
             .with_label_values(&["restored"])
@@ -1050,22 +1051,29 @@ mod tests {
             let committed = first.commit();
 
             // The next owner: rebuilt from the partition as it is now, then reads from the commit.
-            let records = (0..log.records.len())
-                .map(|o| (o as i64, log.item(o)))
-                .collect();
-            let (state, _) = PartitionState::rebuild(records, committed, &policy);
+            // Also when it could not read the commit (`restore` then takes
+            // everything read as below it): more judged again, nothing lost.
+            let records = |log: &Log| -> Vec<(i64, Item)> {
+                (0..log.records.len())
+                    .map(|o| (o as i64, log.item(o)))
+                    .collect()
+            };
+            let (state, _) = PartitionState::rebuild(records(&log), committed, &policy);
+            let (blind, _) = PartitionState::rebuild(records(&log), i64::MAX, &policy);
             let mut second = Member::new(state, committed as usize);
+            let mut second_blind = Member::new(blind, committed as usize);
             log.grow(total);
-            while second.next < log.records.len() {
-                second.read(&log, &policy);
+            for m in [&mut second, &mut second_blind] {
+                while m.next < log.records.len() {
+                    m.read(&log, &policy);
+                }
+                assert!(m.state.held.is_empty(), "seed {seed}: all judged");
+                let together: BTreeSet<String> = first.fired.union(&m.fired).cloned().collect();
+                assert_eq!(
+                    together, one.fired,
+                    "seed {seed}: killed after {kill_after} of {total}"
+                );
             }
-            assert!(second.state.held.is_empty(), "seed {seed}: all judged");
-
-            let together: BTreeSet<String> = first.fired.union(&second.fired).cloned().collect();
-            assert_eq!(
-                together, one.fired,
-                "seed {seed}: killed after {kill_after} of {total}"
-            );
             fired_somewhere += one.fired.len();
         }
         assert!(

@@ -973,6 +973,49 @@ fn own_broker() -> (RefusingBroker, Restore) {
     (broker, Restore(shared))
 }
 
+/// The set-up of a fault test: a broker of its own behind the faulty
+/// proxy, a generated stream under the default policy, the topics, the
+/// consent states produced; the events (key, payload) left to the test.
+struct FaultTest {
+    broker: RefusingBroker,
+    _restore: Restore,
+    dir: tempfile::TempDir,
+    stream: Stream,
+    names: Names,
+    records: Vec<(String, Vec<u8>)>,
+}
+
+impl FaultTest {
+    fn new(test: &str, events: usize, seed: u64, partitions: i32) -> FaultTest {
+        let (broker, restore) = own_broker();
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
+        let stream = stream(dir.path(), events, seed, &policy);
+        let names = names(test);
+        create(&[
+            (&names.events, partitions),
+            (&names.consent, 2),
+            (&names.violations, 2),
+            (&names.dlq, 1),
+        ]);
+        produce(&names.consent, &stream.states);
+        let records = stream
+            .events
+            .iter()
+            .map(|(k, p, _)| (k.clone(), p.clone()))
+            .collect();
+        FaultTest {
+            broker,
+            _restore: restore,
+            dir,
+            stream,
+            names,
+            records,
+        }
+    }
+}
+
 fn offsets_of(topic: &str, ids: &BTreeSet<&String>) -> BTreeMap<i32, Vec<i64>> {
     let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for m in read_all(&brokers(), topic) {
@@ -999,25 +1042,8 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
     const PARTITIONS: i32 = 4;
     const OUTAGE: Duration = Duration::from_secs(60);
     // This test's own broker, behind the proxy that refuses produce on demand.
-    let (broker, _restore) = own_broker();
-
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
-    let s = stream(dir.path(), 20_000, 505, &policy);
-    let n = names("outage");
-    create(&[
-        (&n.events, PARTITIONS),
-        (&n.consent, 2),
-        (&n.violations, 2),
-        (&n.dlq, 1),
-    ]);
-    produce(&n.consent, &s.states);
-    let records: Vec<(String, Vec<u8>)> = s
-        .events
-        .iter()
-        .map(|(k, p, _)| (k.clone(), p.clone()))
-        .collect();
+    let f = FaultTest::new("outage", 20_000, 505, PARTITIONS);
+    let (broker, dir, s, n, records) = (&f.broker, f.dir.path(), &f.stream, &f.names, &f.records);
     let (before, during) = records.split_at(records.len() / 2);
     let during_ids: BTreeSet<String> = s.events[before.len()..]
         .iter()
@@ -1032,8 +1058,8 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
     // batches as usual: one record per request made the backlog slower to
     // drain than the message timeout.
     let mut d = start_with(
-        &n,
-        dir.path(),
+        n,
+        dir,
         &[
             "-X",
             "message.timeout.ms=10000",
@@ -1044,7 +1070,7 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
         ],
     );
     wait_committed(
-        &n,
+        n,
         PARTITIONS,
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
@@ -1109,7 +1135,7 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
 
     // The broker takes produce again: the backlog drains and every alert is there, once or more.
     wait_committed(
-        &n,
+        n,
         PARTITIONS,
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
@@ -1122,7 +1148,7 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
         records.len(),
         s.truth.len()
     );
-    let (got, read) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
+    let (got, read) = alerts_reach(n, &s.truth, Duration::from_secs(120));
     let (_, stored) = common::committed_and_ends(&brokers(), &n.group, &n.violations, 2);
     eprintln!(
         "outage: the alert topic's offsets say {} records, a reader from the start gets {read}",
@@ -1140,29 +1166,13 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
 fn a_broker_restart_stops_consumption_and_loses_nothing() {
     const PARTITIONS: i32 = 4;
     const DOWN: Duration = Duration::from_secs(20);
-    let (broker, _restore) = own_broker();
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
-    let s = stream(dir.path(), 10_000, 606, &policy);
-    let n = names("restart");
-    create(&[
-        (&n.events, PARTITIONS),
-        (&n.consent, 2),
-        (&n.violations, 2),
-        (&n.dlq, 1),
-    ]);
-    produce(&n.consent, &s.states);
-    let records: Vec<(String, Vec<u8>)> = s
-        .events
-        .iter()
-        .map(|(k, p, _)| (k.clone(), p.clone()))
-        .collect();
+    let f = FaultTest::new("restart", 10_000, 606, PARTITIONS);
+    let (broker, dir, s, n, records) = (&f.broker, f.dir.path(), &f.stream, &f.names, &f.records);
     let (before, during) = records.split_at(records.len() / 2);
     produce(&n.events, before);
-    let mut d = start(&n, dir.path());
+    let mut d = start(n, dir);
     wait_committed(
-        &n,
+        n,
         PARTITIONS,
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
@@ -1209,12 +1219,12 @@ fn a_broker_restart_stops_consumption_and_loses_nothing() {
 
     // The broker is back: the backlog drains, nothing is skipped, every alert arrives.
     wait_committed(
-        &n,
+        n,
         PARTITIONS,
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
     );
-    let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
+    let (got, _) = alerts_reach(n, &s.truth, Duration::from_secs(120));
     let judged_after = d.sum("shareaudit_events_total", None) as usize;
     let (status, _) = d.terminate();
     assert!(status.success());
