@@ -631,6 +631,31 @@ fn alerts_reach(
     }
 }
 
+/// Prints each replica's rate-stage and assignment metrics (for a failed
+/// run to be read), then stops them with SIGTERM: each must exit cleanly.
+fn stop_all(daemons: Vec<Daemon>, what: &str) {
+    for (i, d) in daemons.iter().enumerate() {
+        for l in d.metrics().unwrap_or_default().lines() {
+            if l.starts_with("shareaudit_rate_") || l.starts_with("shareaudit_assigned") {
+                eprintln!("{what} {i}: {l}");
+            }
+        }
+    }
+    for d in daemons {
+        let (status, _) = d.terminate();
+        assert!(status.success(), "{what}: a replica did not exit cleanly");
+    }
+}
+
+/// Fails the test when one of `daemons` has exited.
+fn all_alive(daemons: &mut [Daemon], when: &str) {
+    for d in daemons.iter_mut() {
+        if let Ok(Some(status)) = d.child.try_wait() {
+            panic!("a replica exited ({status}) {when}");
+        }
+    }
+}
+
 /// Waits until the group committed every partition of `n.events` to its end.
 fn wait_committed(n: &Names, partitions: i32, timeout: Duration, daemons: &mut [Daemon]) {
     let deadline = Instant::now() + timeout;
@@ -640,11 +665,7 @@ fn wait_committed(n: &Names, partitions: i32, timeout: Duration, daemons: &mut [
         if committed == ends {
             return;
         }
-        for d in daemons.iter_mut() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("a replica exited ({status}) before the stream was committed");
-            }
-        }
+        all_alive(daemons, "before the stream was committed");
         assert!(
             Instant::now() < deadline,
             "not committed to the end: {committed:?} of {ends:?}"
@@ -674,11 +695,7 @@ fn settled(n: &Names, daemons: &mut [Daemon], partitions: i32, members: usize) {
         if spread(&events) && spread(&rate) {
             return;
         }
-        for d in daemons.iter_mut() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("a replica exited ({status}) while the group settled");
-            }
-        }
+        all_alive(daemons, "while the group settled");
         assert!(
             Instant::now() < deadline,
             "the groups did not settle on {members} replicas owning {partitions} partitions: events {events:?}, recipient-rate {rate:?}"
@@ -751,17 +768,7 @@ fn one_replica_and_three_with_a_kill_a_restart_and_a_join_judge_exactly_what_one
     let mut one = vec![start_with(&solo, dir.path(), &args)];
     wait_committed(&solo, PARTITIONS, Duration::from_secs(600), &mut one);
     let (got_solo, _) = alerts_reach(&solo, &s.truth, Duration::from_secs(60));
-    for d in &one {
-        for l in d.metrics().unwrap_or_default().lines() {
-            if l.starts_with("shareaudit_rate_") {
-                eprintln!("solo: {l}");
-            }
-        }
-    }
-    for d in one {
-        let (status, _) = d.terminate();
-        assert!(status.success());
-    }
+    stop_all(one, "solo");
     same(
         &got_solo,
         &s.truth,
@@ -820,17 +827,7 @@ fn one_replica_and_three_with_a_kill_a_restart_and_a_join_judge_exactly_what_one
     settled(&trio, &mut three, PARTITIONS, 3);
     wait_committed(&trio, PARTITIONS, Duration::from_secs(600), &mut three);
     let (got_trio, count) = alerts_reach(&trio, &s.truth, Duration::from_secs(60));
-    for (i, d) in three.iter().enumerate() {
-        for l in d.metrics().unwrap_or_default().lines() {
-            if l.starts_with("shareaudit_rate_") || l.starts_with("shareaudit_assigned") {
-                eprintln!("trio {i}: {l}");
-            }
-        }
-    }
-    for d in three {
-        let (status, _) = d.terminate();
-        assert!(status.success());
-    }
+    stop_all(three, "trio");
     // Every expected violation, nothing else; duplicates (the killed
     // replica's uncommitted tail, judged again) identical to their first
     // copy (checked by `alerts`).
