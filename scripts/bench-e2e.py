@@ -17,13 +17,14 @@ storage) on a free port, and measures, in one run:
    buckets.
 3. memory: a replica with 1,000,000 users in the consent table: VmRSS and
    VmHWM from /proc after the table is loaded and events were judged.
-4. scaling: one replica, then three in one group, each group formed on an
-   empty topic of its own before the generator produces N events into it
-   (a replica that starts late finds the events judged already; and tansu
-   0.6 skips the rest of a batch when a fetch starts inside it, which a
-   partition moved mid-stream does). Then three bare loops at once on that
-   topic, for what the broker serves. The CPU the broker, the replicas and
-   the generator used meanwhile says which was the limit.
+4. scaling: one replica, two, then three in one group, each group new on a
+   topic filled beforehand with --scale-events events. Once the group has
+   settled (every partition owned, each replica some), events per second
+   over a window of --window seconds while every replica still has a
+   backlog: the steady state, with no generator running and no replica
+   starting late. Then three bare loops at once on that topic, for what the
+   broker serves. The CPU the broker and the replicas used in the window
+   says which was the limit.
 
 Prints a Markdown table for BENCHMARKS.md. Not part of the test command: it
 takes a few minutes and the machine must be otherwise idle.
@@ -137,6 +138,26 @@ class Bench:
             time.sleep(0.2)
         raise SystemExit(f"the group did not settle: {owned}")
 
+    def steady_rate(self, group, topic, partitions, m, window):
+        """Events per second over `window` seconds once the `group` (a list of (process, port)) has
+        settled on `topic`, and the cores the broker and the replicas used in it. Refuses a window
+        at whose end a replica judged nothing: that would measure the backlog, not the replicas."""
+        ports, pids = [port for _, port in group], [p.pid for p, _ in group]
+        self.settle(ports, topic, partitions)
+        judged = lambda: [total(metrics(port), "shareaudit_events_total") for port in ports]
+        before, cpu0, started = judged(), (cpu_seconds([self.tansu.pid]), cpu_seconds(pids)), time.time()
+        time.sleep(window - 0.5)
+        last = judged()
+        time.sleep(0.5)
+        after, wall = judged(), time.time() - started
+        broker, replicas = ((cpu_seconds([self.tansu.pid]) - cpu0[0]) / wall, (cpu_seconds(pids) - cpu0[1]) / wall)
+        if sum(after) >= m or any(a == l for a, l in zip(after, last)):
+            raise SystemExit(f"a replica ran out of work in the window ({after} of {m} judged): raise --scale-events")
+        shares = ", ".join(f"{a - b_:,.0f}" for a, b_ in zip(after, before))
+        return ((sum(after) - sum(before)) / wall,
+                f"judged per replica in {wall:.1f} s: {shares}; {sum(before):,.0f} judged before the window; "
+                f"cores busy: broker {broker:.2f}, shareaudit {replicas:.2f} of {os.cpu_count()}")
+
     def cores_note(self):
         broker, replicas = self.cores
         return f"cores busy: broker {broker:.2f}, shareaudit {replicas:.2f}"
@@ -168,6 +189,9 @@ def quantile(text, name, q):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--scale-events", type=int, default=1_500_000,
+                    help="events on the scaling topic: enough that three replicas still have a backlog after the window")
+    ap.add_argument("--window", type=float, default=4.0, help="seconds of steady state measured per group")
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "shareaudit", "--example", "bare_consume"],
                    cwd=ROOT, check=True)
@@ -181,7 +205,7 @@ def main():
         n = args.events
         b.topic("bench-events", 6)
         b.topic("bench-consent", 2)
-        for tag in ("one", "scale1", "scale3", "live", "mem"):
+        for tag in ("one", "scale", "live", "mem"):
             b.topic(f"violations-{tag}", 3)
             b.topic(f"dlq-{tag}", 1)
         b.generate("bench-events", "bench-consent", n, 20_000)
@@ -228,35 +252,27 @@ def main():
         rows.append(("resident memory, 1,000,000 users", f"{rss:.0f} MiB (peak {hwm:.0f} MiB)",
                      f"{users:,.0f} users in the table, 50,000 events judged (target 300 MiB)"))
 
-        # Scaling: one replica, then three in one group, each group formed on an empty topic of
-        # its own before the generator produces into it (a replica starting late would find the
-        # events judged already, and a partition moved mid-stream hits tansu's batch bug).
-        for replicas in (1, 3):
-            tag = f"scale{replicas}"
-            b.topic(f"{tag}-events", 6)
-            b.topic(f"{tag}-consent", 2)
-            group = [b.daemon(tag, f"{tag}-events", f"{tag}-consent", tag) for _ in range(replicas)]
-            b.settle([port for _, port in group], f"{tag}-events", 6)
-            started = time.time()
-            gen = b.generate(f"{tag}-events", f"{tag}-consent", n, 20_000, wait=False)
-            rate_ = b.judge_rate([port for _, port in group], n, [p.pid for p, _ in group])
-            _, status, usage = os.wait4(gen.pid, 0)
-            gen.returncode = os.waitstatus_to_exitcode(status)
+        # Scaling: groups of one, two and three replicas, each new on a topic filled beforehand,
+        # measured in the steady state once the group has settled.
+        m = args.scale_events
+        b.topic("scale-events", 6)
+        b.topic("scale-consent", 2)
+        b.generate("scale-events", "scale-consent", m, 20_000)
+        rates = {}
+        for replicas in (1, 2, 3):
+            group_id = f"scale-{replicas}"
+            group = [b.daemon(group_id, "scale-events", "scale-consent", "scale") for _ in range(replicas)]
+            rate_, note = b.steady_rate(group, "scale-events", 6, m, args.window)
             for p, _ in group:
                 b.stop(p)
-            gen_note = f"; the generator: {usage.ru_utime + usage.ru_stime:.1f} CPU-s in {time.time() - started:.1f} s"
-            if replicas == 1:
-                scale_one = rate_
-                rows.append(("shareaudit, 1 replica, events produced while it runs", f"{rate_:,.0f} events/s",
-                             b.cores_note() + gen_note))
-            else:
-                rows.append(("shareaudit, 3 replicas, events produced while they run", f"{rate_:,.0f} events/s",
-                             f"{rate_ / scale_one:.2f}x one replica; {b.cores_note()} of {os.cpu_count()}{gen_note}"))
+            rates[replicas] = rate_
+            rows.append((f"shareaudit, {replicas} replica{'s' if replicas > 1 else ''} in one group, steady state",
+                         f"{rate_:,.0f} events/s", f"{rate_ / rates[1]:.2f}x one replica; {note}"))
 
         # What the broker serves at most: three bare loops at once on the last topic, each in its
         # own group, each reading it all.
         before, started = cpu_seconds([tansu.pid]), time.time()
-        loops = [subprocess.Popen([BARE, b.brokers, "scale3-events", f"bare-3-{i}", str(n)], stdout=subprocess.PIPE,
+        loops = [subprocess.Popen([BARE, b.brokers, "scale-events", f"bare-3-{i}", str(n)], stdout=subprocess.PIPE,
                                   text=True) for i in range(3)]
         outs = [json.loads(l.communicate()[0]) for l in loops]
         wall = max(o["seconds"] for o in outs)
