@@ -17,7 +17,8 @@ use std::cell::RefCell;
 
 /// Per thread: a padded copy of the record (simd-json parses in place),
 /// simd-json's buffers, and a tape to reuse, so the fast path allocates
-/// nothing but the model's own strings.
+/// nothing but the model's own strings (and those only when the event it
+/// decodes into has no room for them).
 struct Scratch {
     buf: Vec<u8>,
     buffers: simd_json::Buffers,
@@ -28,9 +29,9 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch { buf: Vec::new(), buffers: simd_json::Buffers::new(4096), tape: None });
 }
 
-/// The fast path for events: simd-json's tape walked into the model
+/// The fast path for events: simd-json's tape walked into `event`
 /// (`fast.rs`). `None` hands the record to serde_json.
-fn fast_event(bytes: &[u8]) -> Option<DataSharingEvent> {
+fn fast_event(bytes: &[u8], event: &mut DataSharingEvent) -> Option<()> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let Scratch { buf, buffers, tape } = &mut *scratch;
@@ -38,31 +39,31 @@ fn fast_event(bytes: &[u8]) -> Option<DataSharingEvent> {
         buf.extend_from_slice(bytes);
         buf.resize(bytes.len() + simd_json::INPUT_PADDING, b' ');
         let mut t = tape.take().unwrap_or_else(Tape::null).reset();
-        let event = simd_json::fill_tape_padded(buf, bytes.len(), buffers, &mut t)
+        let decoded = simd_json::fill_tape_padded(buf, bytes.len(), buffers, &mut t)
             .ok()
-            .and_then(|()| fast::event(t.as_value()));
+            .and_then(|()| fast::event(t.as_value(), event));
         *tape = Some(t.reset());
-        event
+        decoded
     })
 }
 
 /// Decodes and validates one event.
 pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
-    if let Some(event) = fast_event(bytes) {
-        return event
-            .problems()
-            .into_result()
-            .map(|()| event)
-            .map_err(DecodeError::Invalid);
+    let mut event = DataSharingEvent::empty();
+    decode_event_into(bytes, &mut event).map(|()| event)
+}
+
+/// Decodes and validates one event into `event`, reusing its allocations:
+/// a stream of records decoded into one event allocates (almost) nothing.
+/// On an error, `event` holds no meaningful record.
+pub fn decode_event_into(bytes: &[u8], event: &mut DataSharingEvent) -> Result<(), DecodeError> {
+    if fast_event(bytes, event).is_none() {
+        match serde_json::from_slice::<DataSharingEvent>(bytes) {
+            Ok(e) => *event = e,
+            Err(e) => return Err(explain(bytes, e, event_field_problems)),
+        }
     }
-    match serde_json::from_slice::<DataSharingEvent>(bytes) {
-        Ok(event) => event
-            .problems()
-            .into_result()
-            .map(|()| event)
-            .map_err(DecodeError::Invalid),
-        Err(e) => Err(explain(bytes, e, event_field_problems)),
-    }
+    event.problems().into_result().map_err(DecodeError::Invalid)
 }
 
 /// Decodes and validates one consent state.

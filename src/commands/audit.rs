@@ -4,7 +4,7 @@ use super::{FOUND, INPUT_ERROR, OK};
 use crate::cli::AuditArgs;
 use anyhow::{Context, Result};
 use shareaudit::audit::{AuditContext, Engine};
-use shareaudit::codec::{avro, json};
+use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::consent::ConsentTable;
 use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp};
 use shareaudit::policy::format_finding;
@@ -48,14 +48,38 @@ fn is_avro(r: &mut Box<dyn BufRead>, format: &str) -> Result<bool> {
     })
 }
 
-/// Every record of a file as (position, result), JSON lines or Avro.
-fn records<T>(
+/// One record of an input file, not decoded yet: the caller decodes it
+/// (events into one reused event, so a long file allocates little).
+enum Raw<'a> {
+    Json(&'a [u8]),
+    Avro(apache_avro::types::Value),
+}
+
+/// Where a record is, for messages: `FILE:LINE`, or `FILE: record N` in an
+/// Avro container.
+struct At<'a> {
+    name: &'a str,
+    n: u64,
+    avro: bool,
+}
+
+impl std::fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.avro {
+            write!(f, "{}: record {}", self.name, self.n)
+        } else {
+            write!(f, "{}:{}", self.name, self.n)
+        }
+    }
+}
+
+/// Every record of a file, JSON lines or Avro, with where it is; an Avro
+/// record the container cannot read comes as its error.
+fn records(
     path: &Path,
     format: &str,
-    from_json: fn(&[u8]) -> Result<T, shareaudit::codec::DecodeError>,
-    from_avro: fn(&apache_avro::types::Value) -> Result<T, shareaudit::codec::DecodeError>,
     schema: &'static apache_avro::Schema,
-    mut each: impl FnMut(String, Result<T, String>) -> Result<()>,
+    mut each: impl FnMut(At<'_>, Result<Raw<'_>, DecodeError>) -> Result<()>,
 ) -> Result<()> {
     let name = path.display().to_string();
     let mut r = open(path)?;
@@ -65,8 +89,12 @@ fn records<T>(
         let values = avro::container_values(&bytes[..], schema)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         for (i, v) in values.enumerate() {
-            let rec = v.and_then(|v| from_avro(&v)).map_err(|e| e.to_string());
-            each(format!("{name}: record {}", i + 1), rec)?;
+            let at = At {
+                name: &name,
+                n: i as u64 + 1,
+                avro: true,
+            };
+            each(at, v.map(Raw::Avro))?;
         }
         return Ok(());
     }
@@ -85,10 +113,12 @@ fn records<T>(
         if text.is_empty() || text.starts_with(b"#") {
             continue;
         }
-        each(
-            format!("{name}:{n}"),
-            from_json(text).map_err(|e| e.to_string()),
-        )?;
+        let at = At {
+            name: &name,
+            n,
+            avro: false,
+        };
+        each(at, Ok(Raw::Json(text)))?;
     }
     Ok(())
 }
@@ -139,32 +169,29 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
     if let Some(path) = &args.state {
         // A tombstone line is not a ConsentState; look for it first.
-        records(
-            path,
-            &args.format,
-            |bytes| match json::tombstone_user(bytes) {
-                Some(user) => Ok(Err(user)),
-                None => json::decode_consent(bytes).map(Ok),
-            },
-            |v| avro::consent_from_value(v).map(Ok),
-            &schemas.consent,
-            |at, rec| {
-                match rec {
-                    Ok(Ok(state)) => {
-                        summary.states += 1;
-                        table.upsert(state);
-                    }
-                    Ok(Err(user)) => {
-                        table.remove(&user);
-                    }
-                    Err(e) => {
-                        summary.invalid_states += 1;
-                        eprintln!("{at}: {e}");
-                    }
+        records(path, &args.format, &schemas.consent, |at, raw| {
+            let rec = raw.and_then(|raw| match raw {
+                Raw::Json(bytes) => match json::tombstone_user(bytes) {
+                    Some(user) => Ok(Err(user)),
+                    None => json::decode_consent(bytes).map(Ok),
+                },
+                Raw::Avro(v) => avro::consent_from_value(&v).map(Ok),
+            });
+            match rec {
+                Ok(Ok(state)) => {
+                    summary.states += 1;
+                    table.upsert(state);
                 }
-                Ok(())
-            },
-        )?;
+                Ok(Err(user)) => {
+                    table.remove(&user);
+                }
+                Err(e) => {
+                    summary.invalid_states += 1;
+                    eprintln!("{at}: {e}");
+                }
+            }
+            Ok(())
+        })?;
     }
 
     let key = hmac_key(args)?;
@@ -175,58 +202,54 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         )),
         None => Box::new(BufWriter::new(io::stdout().lock())),
     };
-    records(
-        &args.events,
-        &args.format,
-        json::decode_event,
-        avro::event_from_value,
-        &schemas.event,
-        |at, rec: Result<DataSharingEvent, String>| {
-            let event = match rec {
-                Ok(e) => e,
-                Err(e) => {
-                    summary.invalid += 1;
-                    eprintln!("{at}: {e}");
-                    return Ok(());
-                }
-            };
-            let ctx = AuditContext {
-                detected_at: detected_at.unwrap_or_else(Timestamp::now),
-                source: None,
-            };
-            let state = table.as_of(&event.subject.user_id, event.occurred_at);
-            let verdict = match engine.audit(&event, state, &ctx) {
-                Ok(v) => v,
-                Err(problems) => {
-                    summary.invalid += 1;
-                    eprintln!("{at}: invalid record: {problems}");
-                    return Ok(());
-                }
-            };
-            summary.events += 1;
-            summary.suppressed += verdict
-                .suppressed
-                .iter()
-                .filter(|s| s.exception_mode == Mode::Enforce)
-                .count() as u64;
-            if verdict.enforced().next().is_none() {
-                summary.clean += 1;
+    let mut event = DataSharingEvent::empty();
+    records(&args.events, &args.format, &schemas.event, |at, raw| {
+        let decoded = raw.and_then(|raw| match raw {
+            Raw::Json(bytes) => json::decode_event_into(bytes, &mut event),
+            Raw::Avro(v) => avro::event_from_value(&v).map(|e| event = e),
+        });
+        if let Err(e) = decoded {
+            summary.invalid += 1;
+            eprintln!("{at}: {e}");
+            return Ok(());
+        }
+        let event = &event;
+        let ctx = AuditContext {
+            detected_at: detected_at.unwrap_or_else(Timestamp::now),
+            source: None,
+        };
+        let state = table.as_of(&event.subject.user_id, event.occurred_at);
+        let verdict = match engine.audit(event, state, &ctx) {
+            Ok(v) => v,
+            Err(problems) => {
+                summary.invalid += 1;
+                eprintln!("{at}: invalid record: {problems}");
+                return Ok(());
+            }
+        };
+        summary.events += 1;
+        summary.suppressed += verdict
+            .suppressed
+            .iter()
+            .filter(|s| s.exception_mode == Mode::Enforce)
+            .count() as u64;
+        if verdict.enforced().next().is_none() {
+            summary.clean += 1;
+        } else {
+            summary.with_violations += 1;
+        }
+        for v in &verdict.violations {
+            if v.mode == Mode::Shadow {
+                summary.shadow += 1;
             } else {
-                summary.with_violations += 1;
+                *summary.by_rule.entry(v.rule_id.clone()).or_default() += 1;
+                *summary.by_severity.entry(v.severity).or_default() += 1;
             }
-            for v in &verdict.violations {
-                if v.mode == Mode::Shadow {
-                    summary.shadow += 1;
-                } else {
-                    *summary.by_rule.entry(v.rule_id.clone()).or_default() += 1;
-                    *summary.by_severity.entry(v.severity).or_default() += 1;
-                }
-                serde_json::to_writer(&mut out, v)?;
-                out.write_all(b"\n")?;
-            }
-            Ok(())
-        },
-    )?;
+            serde_json::to_writer(&mut out, v)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
     out.flush()?;
 
     let total: u64 = summary.by_rule.values().sum();

@@ -91,6 +91,45 @@ pub struct LegalDocument {
     pub reference: String,
 }
 
+impl DataSharingEvent {
+    /// A record to decode into (`codec::json::decode_event_into`): empty
+    /// strings, the first value of each enum. Not a valid event as it stands.
+    pub fn empty() -> DataSharingEvent {
+        DataSharingEvent {
+            event_id: String::new(),
+            occurred_at: Timestamp(0),
+            source_service: String::new(),
+            flow: Flow::ALL[0],
+            subject: Subject {
+                user_id: String::new(),
+                role: Role::ALL[0],
+                age: None,
+                guardian_consent: None,
+                third_party_authorized: None,
+            },
+            recipient: Recipient {
+                id: String::new(),
+                category: RecipientCategory::ALL[0],
+                region: String::new(),
+                acting_for_merchant: None,
+            },
+            purpose: Purpose::ALL[0],
+            legal_basis: LegalBasis::ALL[0],
+            order: None,
+            data: Vec::new(),
+            record_count: 0,
+            transport: Transport {
+                encrypted: false,
+                protocol: None,
+            },
+            legal_document: None,
+            files_encrypted: None,
+            agreement_ref: None,
+            consent_ref: None,
+        }
+    }
+}
+
 /// Oldest and youngest ages taken as real; outside is an input error.
 pub const MAX_AGE: i32 = 150;
 
