@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # End-to-end tests against a real Kafka-protocol broker: tansu, in memory,
-# on a free loopback port. Installs tansu when it is missing (a build of
-# about ten minutes, once per machine).
+# on a free loopback port (and one on SQLite that a test restarts). Installs
+# tansu when it is missing or lacks SQLite (a build of about twenty minutes,
+# once per machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v tansu >/dev/null; then
-  echo "scripts/e2e.sh: installing tansu (cargo install tansu --locked --features dynostore)"
-  cargo install tansu --locked --features dynostore
+# tansu with memory storage (dynostore) for most tests, and SQLite (libsql)
+# for the broker-restart test, whose broker must keep its data.
+tansu_has_sqlite() {
+  python3 - <<'PY'
+import json, os, sys
+home = os.environ.get("CARGO_HOME") or os.path.expanduser("~/.cargo")
+try:
+    installs = json.load(open(os.path.join(home, ".crates2.json")))["installs"]
+except (OSError, ValueError, KeyError):
+    sys.exit(1)
+sys.exit(0 if any(k.startswith("tansu ") and "libsql" in v.get("features", []) for k, v in installs.items()) else 1)
+PY
+}
+if ! command -v tansu >/dev/null || ! tansu_has_sqlite; then
+  echo "scripts/e2e.sh: installing tansu (cargo install tansu --locked --features dynostore,libsql; about 20 minutes)"
+  cargo install tansu --locked --features dynostore,libsql
 fi
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -985,23 +985,7 @@ struct FaultTest {
 impl FaultTest {
     fn new(test: &str, events: usize, seed: u64, partitions: i32) -> FaultTest {
         let (broker, restore) = own_broker();
-        let dir = tempfile::tempdir().unwrap();
-        let policy = dir.path().join("policy.yaml");
-        std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
-        let stream = stream(dir.path(), events, seed, &policy);
-        let names = names(test);
-        create(&[
-            (&names.events, partitions),
-            (&names.consent, 2),
-            (&names.violations, 2),
-            (&names.dlq, 1),
-        ]);
-        produce(&names.consent, &stream.states);
-        let records = stream
-            .events
-            .iter()
-            .map(|(k, p, _)| (k.clone(), p.clone()))
-            .collect();
+        let (dir, stream, names, records) = set_up(test, events, seed, partitions);
         FaultTest {
             broker,
             _restore: restore,
@@ -1011,6 +995,35 @@ impl FaultTest {
             records,
         }
     }
+}
+
+/// On the broker `brokers()` names: a generated stream under the default
+/// policy, the topics, the consent states produced; the events (key,
+/// payload) left to the test.
+fn set_up(
+    test: &str,
+    events: usize,
+    seed: u64,
+    partitions: i32,
+) -> (tempfile::TempDir, Stream, Names, Vec<(String, Vec<u8>)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
+    let stream = stream(dir.path(), events, seed, &policy);
+    let names = names(test);
+    create(&[
+        (&names.events, partitions),
+        (&names.consent, 2),
+        (&names.violations, 2),
+        (&names.dlq, 1),
+    ]);
+    produce(&names.consent, &stream.states);
+    let records = stream
+        .events
+        .iter()
+        .map(|(k, p, _)| (k.clone(), p.clone()))
+        .collect();
+    (dir, stream, names, records)
 }
 
 fn offsets_of(topic: &str, ids: &BTreeSet<&String>) -> BTreeMap<i32, Vec<i64>> {
@@ -1233,4 +1246,229 @@ fn a_broker_restart_stops_consumption_and_loses_nothing() {
     );
     let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
     assert_eq!(committed, ends);
+}
+
+/// A tansu of the test's own that keeps its data in SQLite, so that it can
+/// be stopped and started again as a broker restarts (memory storage
+/// forgets everything). Same port, same file.
+struct PersistentBroker {
+    tansu: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl PersistentBroker {
+    fn new(dir: &Path) -> PersistentBroker {
+        let mut b = PersistentBroker {
+            tansu: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+        };
+        b.start();
+        b
+    }
+
+    fn start(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let tansu = Command::new("tansu")
+            // tansu reads the file name of a sqlite:// URL relative to its working directory.
+            .current_dir(&self.dir)
+            .args(["broker", "--storage-engine", "sqlite://tansu.db"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu on PATH (scripts/e2e.sh installs it)");
+        self.tansu = Some(tansu);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.tansu.as_mut().and_then(|t| t.try_wait().unwrap()) {
+                panic!(
+                    "tansu with SQLite storage exited ({status}): built without `--features libsql`? scripts/e2e.sh installs it with"
+                );
+            }
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, as an orchestrator stops a broker, and wait for the exit.
+    fn stop(&mut self) {
+        let Some(mut tansu) = self.tansu.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &tansu.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tansu.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = tansu.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PersistentBroker {
+    fn drop(&mut self) {
+        if let Some(t) = self.tansu.as_mut() {
+            let _ = t.kill();
+            let _ = t.wait();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn a_real_broker_restart_with_its_data_loses_nothing() {
+    const PARTITIONS: i32 = 4;
+    const DOWN: Duration = Duration::from_secs(10);
+    let storage = tempfile::tempdir().unwrap();
+    let mut broker = PersistentBroker::new(storage.path());
+    let shared = brokers();
+    // SAFETY: as in `Restore::drop`.
+    unsafe {
+        std::env::set_var(
+            "SHAREAUDIT_E2E_BROKERS",
+            format!("127.0.0.1:{}", broker.port),
+        )
+    };
+    let _restore = Restore(shared);
+    let (dir, s, n, records) = set_up("real-restart", 10_000, 707, PARTITIONS);
+    let (before, after) = records.split_at(records.len() / 2);
+    produce(&n.events, before);
+    let mut d = start(&n, dir.path());
+    wait_committed(
+        &n,
+        PARTITIONS,
+        Duration::from_secs(300),
+        std::slice::from_mut(&mut d),
+    );
+    let judged = d.sum("shareaudit_events_total", None);
+    let errors_before = d.sum("shareaudit_kafka_errors_total", None);
+
+    // The broker stops; the daemon waits it out, and says so.
+    broker.stop();
+    let started = Instant::now();
+    while started.elapsed() < DOWN {
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "the daemon died while the broker was down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let errors = d.sum("shareaudit_kafka_errors_total", None) - errors_before;
+    eprintln!("broker stopped for {DOWN:?}: {errors} client errors counted");
+    assert!(
+        errors >= 1.0,
+        "the broker's absence is counted while it lasts: {errors}"
+    );
+
+    // The broker starts again on the same data; the second half arrives.
+    broker.start();
+    produce(&n.events, after);
+    wait_committed(
+        &n,
+        PARTITIONS,
+        Duration::from_secs(300),
+        std::slice::from_mut(&mut d),
+    );
+    let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
+    let judged_after = d.sum("shareaudit_events_total", None) as usize;
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    same(&got, &s.truth, "every alert, before and after the restart");
+    assert!(
+        judged as usize >= before.len() && judged_after >= records.len(),
+        "every event judged: {judged_after} of {}",
+        records.len()
+    );
+    let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
+    assert_eq!(
+        committed, ends,
+        "the commits reach the end after the restart"
+    );
+}
+
+/// Polls `sources` until `done` holds of them, at most `timeout`.
+fn poll_until(
+    sources: &[&shareaudit::kafka::source::Source],
+    what: &str,
+    timeout: Duration,
+    done: impl Fn() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        for s in sources {
+            let _ = s.poll(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn a_partition_paused_when_it_moved_away_is_read_when_it_comes_back() {
+    // librdkafka keeps a partition's pause through revoke and re-assign. A
+    // replica that is paused (backpressure) when a rebalance takes two of
+    // its partitions, resumes what it still has, and gets the two back
+    // later, must read them.
+    use shareaudit::config::{RawSettings, Settings};
+    use shareaudit::kafka::Progress;
+    use shareaudit::kafka::source::Source;
+    use shareaudit::telemetry::Metrics;
+    use std::sync::Arc;
+    let n = names("pause");
+    create(&[(&n.events, 4)]);
+    let settings = Settings::from_raw(RawSettings {
+        brokers: Some(brokers()),
+        ..RawSettings::default()
+    })
+    .unwrap();
+    let member = || {
+        let progress = Arc::new(Progress::new(Arc::new(Metrics::new().unwrap()), &n.events));
+        Source::new(&settings, &n.events, &n.group, progress).unwrap()
+    };
+    let mut a = member();
+    poll_until(
+        &[&a],
+        "the first member to own all four",
+        Duration::from_secs(60),
+        || a.assigned().len() == 4,
+    );
+    a.set_paused(true);
+    let b = member();
+    poll_until(
+        &[&a, &b],
+        "two members with two each",
+        Duration::from_secs(120),
+        || a.assigned().len() == 2 && b.assigned().len() == 2,
+    );
+    a.set_paused(false);
+    drop(b);
+    poll_until(
+        &[&a],
+        "the first member to own all four again",
+        Duration::from_secs(120),
+        || a.assigned().len() == 4,
+    );
+
+    let records: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|i| (format!("user-{i}"), format!("record {i}").into_bytes()))
+        .collect();
+    produce(&n.events, &records);
+    let mut read = BTreeMap::<i32, usize>::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.values().sum::<usize>() < records.len() && Instant::now() < deadline {
+        if let Some(Ok(r)) = a.poll(Duration::from_millis(100)) {
+            *read.entry(r.partition).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        read.values().sum::<usize>(),
+        records.len(),
+        "every record read, from every partition: {read:?} of {:?}",
+        a.assigned()
+    );
 }

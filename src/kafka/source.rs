@@ -11,12 +11,18 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct SourceContext {
     progress: Arc<Progress>,
     topic: String,
     drain_timeout: Duration,
+    /// Whether fetching is paused (`Source::set_paused`). librdkafka keeps a
+    /// partition's pause through revoke and re-assign, so every assignment
+    /// is set to this: a partition paused when it moved away, and back after
+    /// a resume, would otherwise never be fetched again.
+    paused: AtomicBool,
 }
 
 impl ClientContext for SourceContext {
@@ -93,6 +99,15 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Assign(tpl) = rebalance {
             let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(topic = %self.topic, ?partitions, "partitions assigned");
+            let paused = self.paused.load(Ordering::Relaxed);
+            let set = if paused {
+                consumer.pause(tpl)
+            } else {
+                consumer.resume(tpl)
+            };
+            if let Err(e) = set {
+                tracing::warn!(topic = %self.topic, paused, error = %e, "could not set the pause of assigned partitions");
+            }
             self.progress
                 .lock()
                 .rebalances
@@ -106,7 +121,6 @@ impl ConsumerContext for SourceContext {
 pub struct Source {
     consumer: BaseConsumer<SourceContext>,
     topic: String,
-    paused: bool,
 }
 
 impl Source {
@@ -129,13 +143,13 @@ impl Source {
             progress,
             topic: topic.to_owned(),
             drain_timeout: settings.drain_timeout,
+            paused: AtomicBool::new(false),
         };
         let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(Source {
             consumer,
             topic: topic.to_owned(),
-            paused: false,
         })
     }
 
@@ -201,7 +215,7 @@ impl Source {
     /// Stops (or resumes) fetching, for backpressure and shutdown; polling
     /// goes on (heartbeats, rebalances).
     pub fn set_paused(&mut self, pause: bool) {
-        if pause == self.paused {
+        if pause == self.is_paused() {
             return;
         }
         if let Ok(a) = self.consumer.assignment() {
@@ -211,13 +225,17 @@ impl Source {
                 self.consumer.resume(&a)
             };
             if r.is_ok() {
-                self.paused = pause;
+                // Partitions assigned from now on take the same state.
+                self.consumer
+                    .context()
+                    .paused
+                    .store(pause, Ordering::Relaxed);
             }
         }
     }
 
     pub fn is_paused(&self) -> bool {
-        self.paused
+        self.consumer.context().paused.load(Ordering::Relaxed)
     }
 
     /// Partitions assigned now.
