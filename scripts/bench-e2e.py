@@ -141,18 +141,21 @@ class Bench:
     def steady_rate(self, group, topic, partitions, m, window):
         """Events per second over `window` seconds once the `group` (a list of (process, port)) has
         settled on `topic`, and the cores the broker and the replicas used in it. Refuses a window
-        at whose end a replica judged nothing: that would measure the backlog, not the replicas."""
+        in which a replica ran out of work: that would measure the backlog, not the replicas."""
         ports, pids = [port for _, port in group], [p.pid for p, _ in group]
         self.settle(ports, topic, partitions)
         judged = lambda: [total(metrics(port), "shareaudit_events_total") for port in ports]
         before, cpu0, started = judged(), (cpu_seconds([self.tansu.pid]), cpu_seconds(pids)), time.time()
-        time.sleep(window - 0.5)
-        last = judged()
-        time.sleep(0.5)
+        time.sleep(window)
         after, wall = judged(), time.time() - started
         broker, replicas = ((cpu_seconds([self.tansu.pid]) - cpu0[0]) / wall, (cpu_seconds(pids) - cpu0[1]) / wall)
-        if sum(after) >= m or any(a == l for a, l in zip(after, last)):
-            raise SystemExit(f"a replica ran out of work in the window ({after} of {m} judged): raise --scale-events")
+        # Lag only shrinks here (nothing is produced), and each replica refreshes it every 5 s:
+        # above zero 6 s after the window, it was above zero all through it.
+        time.sleep(6)
+        lags = [total(metrics(port), "shareaudit_consumer_lag_messages") for port in ports]
+        if sum(after) >= m or not all(lags):
+            raise SystemExit(f"a replica ran out of work in the window (lags {lags}, {sum(after):.0f} of {m} judged): "
+                             "raise --scale-events")
         shares = ", ".join(f"{a - b_:,.0f}" for a, b_ in zip(after, before))
         return ((sum(after) - sum(before)) / wall,
                 f"judged per replica in {wall:.1f} s: {shares}; {sum(before):,.0f} judged before the window; "

@@ -126,7 +126,7 @@ impl Metrics {
                 "shareaudit_event_to_alert_seconds",
                 "From an event's occurred_at to the broker acknowledging its violation",
                 vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                     300.0,
                 ],
             )?,
