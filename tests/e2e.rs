@@ -1026,6 +1026,18 @@ fn set_up(
     (dir, stream, names, records)
 }
 
+/// Waits out `outage`, failing at once if the daemon exits meanwhile.
+fn outlive(d: &mut Daemon, outage: Duration) {
+    let started = Instant::now();
+    while started.elapsed() < outage {
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "the daemon died while the broker was down"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 fn offsets_of(topic: &str, ids: &BTreeSet<&String>) -> BTreeMap<i32, Vec<i64>> {
     let mut out: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
     for m in read_all(&brokers(), topic) {
@@ -1203,14 +1215,7 @@ fn a_broker_restart_stops_consumption_and_loses_nothing() {
         .store(true, std::sync::atomic::Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
     produce(&n.events, during);
-    let started = Instant::now();
-    while started.elapsed() < DOWN {
-        assert!(
-            d.child.try_wait().unwrap().is_none(),
-            "the daemon died while the broker was down"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    outlive(&mut d, DOWN);
     // Visible while it lasts: consumption stopped, client errors counted and logged.
     let errors = d.sum("shareaudit_kafka_errors_total", None) - errors_before;
     eprintln!("broker down for {DOWN:?}: {errors} client errors counted");
@@ -1350,14 +1355,7 @@ fn a_real_broker_restart_with_its_data_loses_nothing() {
 
     // The broker stops; the daemon waits it out, and says so.
     broker.stop();
-    let started = Instant::now();
-    while started.elapsed() < DOWN {
-        assert!(
-            d.child.try_wait().unwrap().is_none(),
-            "the daemon died while the broker was down"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    outlive(&mut d, DOWN);
     let errors = d.sum("shareaudit_kafka_errors_total", None) - errors_before;
     eprintln!("broker stopped for {DOWN:?}: {errors} client errors counted");
     assert!(
