@@ -23,6 +23,41 @@ pub struct SinkContext {
     broken: Arc<AtomicBool>,
     /// Outputs the broker acknowledged, for the retry backoff.
     delivered: Arc<AtomicU64>,
+    /// Failed deliveries, logged a line at a time (an outage fails thousands).
+    failures: Arc<Mutex<Throttle>>,
+}
+
+/// One log line for a flood of the same failure: the first at once, then at
+/// most one per `EVERY`, carrying how many were held back since the last.
+/// Every failure is still counted in the metrics.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    pub const EVERY: Duration = Duration::from_secs(10);
+
+    /// `Some(held back since the last line)` when a line is due at `now`.
+    pub fn due(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Throttle::EVERY)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+fn log_due(throttle: &Mutex<Throttle>) -> Option<u64> {
+    throttle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .due(Instant::now())
 }
 
 /// Delivery errors after which an idempotent producer is of no more use.
@@ -75,7 +110,9 @@ impl ProducerContext for SinkContext {
             }
             Err((e, msg)) => {
                 m.delivery_failures.inc();
-                tracing::warn!(error = %e, topic = msg.topic(), partition = ticket.partition, offset = ticket.offset, "delivery failed; holding the watermark and retrying");
+                if let Some(held_back) = log_due(&self.failures) {
+                    tracing::warn!(error = %e, topic = msg.topic(), partition = ticket.partition, offset = ticket.offset, held_back, "delivery failed; holding the watermark and retrying");
+                }
                 if let Some(w) = marks.by_partition.get_mut(&ticket.partition)
                     && w.fail(ticket.offset).is_ok()
                 {
@@ -106,6 +143,7 @@ pub struct Sink {
     broken: Arc<AtomicBool>,
     delivered: Arc<AtomicU64>,
     backoff: Mutex<Backoff>,
+    failures: Arc<Mutex<Throttle>>,
 }
 
 /// When failed outputs go out again: at once after a success, then
@@ -173,10 +211,12 @@ impl Sink {
         super::set_default(&mut config, "enable.idempotence", "false");
         let broken = Arc::new(AtomicBool::new(false));
         let delivered = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(Throttle::default()));
         let producer = config.create_with_context(SinkContext {
             progress: Arc::clone(&progress),
             broken: Arc::clone(&broken),
             delivered: Arc::clone(&delivered),
+            failures: Arc::clone(&failures),
         })?;
         Ok(Sink {
             producer,
@@ -185,6 +225,7 @@ impl Sink {
             broken,
             delivered,
             backoff: Mutex::new(Backoff::new()),
+            failures,
         })
     }
 
@@ -205,6 +246,7 @@ impl Sink {
             progress: Arc::clone(&self.progress),
             broken: Arc::clone(&broken),
             delivered: Arc::clone(&self.delivered),
+            failures: Arc::clone(&self.failures),
         }) {
             // Dropping the old producer purges its queue: each output fails and is queued for a retry.
             Ok(fresh) => {
@@ -220,7 +262,9 @@ impl Sink {
     pub fn deliver(&self, output: Output, ticket: Ticket) {
         if let Err(e) = self.send(&output, ticket) {
             self.progress.metrics.delivery_failures.inc();
-            tracing::warn!(error = %e, topic = %output.topic, "enqueue refused; retrying");
+            if let Some(held_back) = log_due(&self.failures) {
+                tracing::warn!(error = %e, topic = %output.topic, held_back, "enqueue refused; retrying");
+            }
             let mut marks = self.progress.lock();
             if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
                 let _ = w.fail(ticket.offset);
@@ -322,6 +366,28 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flood_of_failures_is_one_line_per_ten_seconds_with_the_count_held_back() {
+        let t0 = Instant::now();
+        let s = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut t = Throttle::default();
+        assert_eq!(t.due(t0), Some(0), "the first failure is logged at once");
+        assert_eq!(t.due(s(1)), None);
+        assert_eq!(t.due(s(9)), None);
+        assert_eq!(
+            t.due(s(10)),
+            Some(2),
+            "ten seconds on: one line, two held back"
+        );
+        assert_eq!(t.due(s(11)), None);
+        assert_eq!(t.due(s(60)), Some(1));
+        assert_eq!(
+            t.due(s(120)),
+            Some(0),
+            "a lone failure later is logged as it comes"
+        );
+    }
 
     #[test]
     fn retries_back_off_while_nothing_gets_through_and_start_over_after_a_success() {
