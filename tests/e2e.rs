@@ -960,14 +960,20 @@ impl Drop for Restore {
     }
 }
 
+/// Makes `brokers()` name `addr` until the returned guard is dropped.
+fn use_broker(addr: &str) -> Restore {
+    let shared = brokers();
+    // SAFETY: as in `Restore::drop`.
+    unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", addr) };
+    Restore(shared)
+}
+
 /// A broker of the test's own behind the faulty proxy; `brokers()` names
 /// it until the returned guard is dropped.
 fn own_broker() -> (RefusingBroker, Restore) {
     let broker = refusing_broker();
-    let shared = brokers();
-    // SAFETY: as in `Restore::drop`.
-    unsafe { std::env::set_var("SHAREAUDIT_E2E_BROKERS", &broker.addr) };
-    (broker, Restore(shared))
+    let restore = use_broker(&broker.addr);
+    (broker, restore)
 }
 
 /// The set-up of a fault test: a broker of its own behind the faulty
@@ -1233,24 +1239,32 @@ fn a_broker_restart_stops_consumption_and_loses_nothing() {
         .store(false, std::sync::atomic::Ordering::Relaxed);
 
     // The broker is back: the backlog drains, nothing is skipped, every alert arrives.
+    drains_completely(d, n, PARTITIONS, &s.truth, records.len());
+}
+
+/// After a fault has cleared: the commits reach the ends, every expected
+/// alert arrives, every one of `events` is judged, the daemon exits cleanly.
+fn drains_completely(
+    mut d: Daemon,
+    n: &Names,
+    partitions: i32,
+    truth: &BTreeSet<(String, String)>,
+    events: usize,
+) {
     wait_committed(
         n,
-        PARTITIONS,
+        partitions,
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
     );
-    let (got, _) = alerts_reach(n, &s.truth, Duration::from_secs(120));
-    let judged_after = d.sum("shareaudit_events_total", None) as usize;
+    let (got, _) = alerts_reach(n, truth, Duration::from_secs(120));
+    let judged = d.sum("shareaudit_events_total", None) as usize;
     let (status, _) = d.terminate();
     assert!(status.success());
-    same(&got, &s.truth, "every alert, the second half's included");
-    assert!(
-        judged_after >= records.len(),
-        "every event judged: {judged_after} of {}",
-        records.len()
-    );
-    let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
-    assert_eq!(committed, ends);
+    same(&got, truth, "every alert, after the fault as before it");
+    assert!(judged >= events, "every event judged: {judged} of {events}");
+    let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, partitions);
+    assert_eq!(committed, ends, "the commits reach the end");
 }
 
 /// A tansu of the test's own that keeps its data in SQLite, so that it can
@@ -1331,15 +1345,7 @@ fn a_real_broker_restart_with_its_data_loses_nothing() {
     const DOWN: Duration = Duration::from_secs(10);
     let storage = tempfile::tempdir().unwrap();
     let mut broker = PersistentBroker::new(storage.path());
-    let shared = brokers();
-    // SAFETY: as in `Restore::drop`.
-    unsafe {
-        std::env::set_var(
-            "SHAREAUDIT_E2E_BROKERS",
-            format!("127.0.0.1:{}", broker.port),
-        )
-    };
-    let _restore = Restore(shared);
+    let _restore = use_broker(&format!("127.0.0.1:{}", broker.port));
     let (dir, s, n, records) = set_up("real-restart", 10_000, 707, PARTITIONS);
     let (before, after) = records.split_at(records.len() / 2);
     produce(&n.events, before);
@@ -1350,7 +1356,10 @@ fn a_real_broker_restart_with_its_data_loses_nothing() {
         Duration::from_secs(300),
         std::slice::from_mut(&mut d),
     );
-    let judged = d.sum("shareaudit_events_total", None);
+    assert!(
+        d.sum("shareaudit_events_total", None) as usize >= before.len(),
+        "the first half judged before the broker stops"
+    );
     let errors_before = d.sum("shareaudit_kafka_errors_total", None);
 
     // The broker stops; the daemon waits it out, and says so.
@@ -1366,27 +1375,7 @@ fn a_real_broker_restart_with_its_data_loses_nothing() {
     // The broker starts again on the same data; the second half arrives.
     broker.start();
     produce(&n.events, after);
-    wait_committed(
-        &n,
-        PARTITIONS,
-        Duration::from_secs(300),
-        std::slice::from_mut(&mut d),
-    );
-    let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(120));
-    let judged_after = d.sum("shareaudit_events_total", None) as usize;
-    let (status, _) = d.terminate();
-    assert!(status.success());
-    same(&got, &s.truth, "every alert, before and after the restart");
-    assert!(
-        judged as usize >= before.len() && judged_after >= records.len(),
-        "every event judged: {judged_after} of {}",
-        records.len()
-    );
-    let (committed, ends) = common::committed_and_ends(&brokers(), &n.group, &n.events, PARTITIONS);
-    assert_eq!(
-        committed, ends,
-        "the commits reach the end after the restart"
-    );
+    drains_completely(d, &n, PARTITIONS, &s.truth, records.len());
 }
 
 /// Polls `sources` until `done` holds of them, at most `timeout`.
