@@ -16,7 +16,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use shareaudit::audit::{AuditContext, Engine};
 use shareaudit::codec::{avro, json};
 use shareaudit::consent::ConsentTable;
-use shareaudit::generate::{self, Options};
+use shareaudit::demo::generate::{self, Options};
 use shareaudit::model::{DataSharingEvent, Timestamp};
 use std::hint::black_box;
 use std::sync::Arc;

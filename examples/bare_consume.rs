@@ -22,17 +22,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         brokers: Some(brokers.clone()),
         ..RawSettings::default()
     })?;
+    // The daemon's consumer, awaited on a runtime as the daemon awaits it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let _inside = runtime.enter();
     let progress = Arc::new(Progress::new(Arc::new(Metrics::new()?), topic));
     let source = Source::new(&settings, topic, group, progress)?;
     let (mut n, mut bytes, mut first) = (0u64, 0usize, None);
     let deadline = Instant::now() + Duration::from_secs(600);
-    while n < count && Instant::now() < deadline {
-        if let Some(Ok(rec)) = source.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
-            bytes += rec.payload.map_or(0, |p| p.len());
-            n += 1;
+    runtime.block_on(async {
+        while n < count && Instant::now() < deadline {
+            if let Ok(Ok(rec)) =
+                tokio::time::timeout(Duration::from_millis(100), source.recv()).await
+            {
+                first.get_or_insert_with(Instant::now);
+                bytes += rec.payload.map_or(0, |p| p.len());
+                n += 1;
+            }
         }
-    }
+    });
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     println!(
         "{{\"events\": {n}, \"bytes\": {bytes}, \"seconds\": {secs:.3}, \"events_per_second\": {:.0}}}",

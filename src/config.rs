@@ -2,9 +2,11 @@
 //! environment and flags say; every field optional) merged in that order,
 //! then validated into `Settings` (every field decided).
 
+use crate::model::Timestamp;
+use crate::policy::{self, Loaded, PolicyError};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -20,6 +22,18 @@ pub struct RawSettings {
     /// with this schema id (else Avro single-object encoding).
     pub violation_schema_id: Option<u32>,
     pub schema_registry_url: Option<String>,
+    /// A PEM file of CA certificates for an `https` registry (else the system's roots).
+    pub schema_registry_ca_file: Option<PathBuf>,
+    /// Basic auth for the registry (settings file, or
+    /// `SHAREAUDIT_SCHEMA_REGISTRY_USERNAME`/`_PASSWORD`; never a flag).
+    pub schema_registry_username: Option<String>,
+    pub schema_registry_password: Option<String>,
+    /// A bearer token for the registry (settings file, or `SHAREAUDIT_SCHEMA_REGISTRY_TOKEN`).
+    pub schema_registry_token: Option<String>,
+    pub schema_registry_timeout_ms: Option<u64>,
+    /// How long an id the registry does not know is answered "unknown"
+    /// before it is asked again.
+    pub schema_registry_unknown_ttl_ms: Option<u64>,
     /// Confluent schema id -> `.avsc` file, for producers' ids known without a registry.
     #[serde(default)]
     pub schema_ids: BTreeMap<u32, PathBuf>,
@@ -63,6 +77,12 @@ impl RawSettings {
         take!(output_format);
         take!(violation_schema_id);
         take!(schema_registry_url);
+        take!(schema_registry_ca_file);
+        take!(schema_registry_username);
+        take!(schema_registry_password);
+        take!(schema_registry_token);
+        take!(schema_registry_timeout_ms);
+        take!(schema_registry_unknown_ttl_ms);
         take!(policy);
         take!(hmac_key_file);
         take!(listen);
@@ -73,6 +93,18 @@ impl RawSettings {
         self.schema_ids.extend(over.schema_ids);
         self.librdkafka.extend(over.librdkafka);
         self
+    }
+
+    /// The registry's credentials from the environment (secrets are never
+    /// flags: argv is visible to every process on the host).
+    pub fn secrets_from_env() -> RawSettings {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        RawSettings {
+            schema_registry_username: var("SHAREAUDIT_SCHEMA_REGISTRY_USERNAME"),
+            schema_registry_password: var("SHAREAUDIT_SCHEMA_REGISTRY_PASSWORD"),
+            schema_registry_token: var("SHAREAUDIT_SCHEMA_REGISTRY_TOKEN"),
+            ..RawSettings::default()
+        }
     }
 
     /// Parses a settings file (YAML).
@@ -105,6 +137,111 @@ pub struct Topics {
     pub recipient_rate: String,
 }
 
+/// How to ask the schema registry.
+#[derive(Clone)]
+pub struct RegistrySettings {
+    /// The base URL, without credentials (those given in it moved to `auth`).
+    pub url: String,
+    pub ca_file: Option<PathBuf>,
+    pub auth: Option<RegistryAuth>,
+    pub timeout: Duration,
+    pub unknown_id_ttl: Duration,
+}
+
+#[derive(Clone)]
+pub enum RegistryAuth {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+impl RegistrySettings {
+    /// The URL as logs and errors may show it (it holds no credentials).
+    pub fn display_url(&self) -> &str {
+        &self.url
+    }
+
+    fn from_raw(raw: &RawSettings) -> Result<Option<RegistrySettings>, ConfigError> {
+        let Some(url) = raw.schema_registry_url.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let bad = |m: &str| ConfigError(format!("schema_registry_url: {m}"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected http://host:port or https://host:port"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(bad("expected an http or https URL"));
+        }
+        // Credentials in the URL (`https://user:secret@host`) move to basic auth.
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let mut auth = match (&raw.schema_registry_username, &raw.schema_registry_password) {
+            (Some(u), Some(p)) => Some(RegistryAuth::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError(
+                    "schema registry basic auth needs both a username and a password".into(),
+                ));
+            }
+            (None, None) => None,
+        };
+        if let Some(u) = userinfo {
+            let (user, pass) = u.split_once(':').unwrap_or((u, ""));
+            auth = Some(RegistryAuth::Basic {
+                username: user.to_owned(),
+                password: pass.to_owned(),
+            });
+        }
+        if let Some(t) = &raw.schema_registry_token {
+            if auth.is_some() {
+                return Err(ConfigError(
+                    "schema registry: give basic auth or a bearer token, not both".into(),
+                ));
+            }
+            auth = Some(RegistryAuth::Bearer(t.clone()));
+        }
+        let timeout = Duration::from_millis(raw.schema_registry_timeout_ms.unwrap_or(5_000));
+        if timeout.is_zero() {
+            return Err(bad("schema_registry_timeout_ms must be at least 1"));
+        }
+        Ok(Some(RegistrySettings {
+            url: format!("{scheme}://{host}{path}"),
+            ca_file: raw.schema_registry_ca_file.clone(),
+            auth,
+            timeout,
+            unknown_id_ttl: Duration::from_millis(
+                raw.schema_registry_unknown_ttl_ms.unwrap_or(60_000),
+            ),
+        }))
+    }
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url)
+            .field("ca_file", &self.ca_file)
+            .field(
+                "auth",
+                &match self.auth {
+                    Some(RegistryAuth::Basic { .. }) => "basic (redacted)",
+                    Some(RegistryAuth::Bearer(_)) => "bearer (redacted)",
+                    None => "none",
+                },
+            )
+            .field("timeout", &self.timeout)
+            .field("unknown_id_ttl", &self.unknown_id_ttl)
+            .finish()
+    }
+}
+
 /// Settings the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -112,7 +249,7 @@ pub struct Settings {
     pub group_id: String,
     pub topics: Topics,
     pub output: OutputFormat,
-    pub schema_registry_url: Option<String>,
+    pub schema_registry: Option<RegistrySettings>,
     pub schema_ids: BTreeMap<u32, PathBuf>,
     pub policy: Option<PathBuf>,
     pub hmac_key_file: Option<PathBuf>,
@@ -147,6 +284,7 @@ pub fn parse_property(s: &str) -> Result<(String, String), String> {
 impl Settings {
     pub fn from_raw(raw: RawSettings) -> Result<Settings, ConfigError> {
         let err = |m: String| Err(ConfigError(m));
+        let schema_registry = RegistrySettings::from_raw(&raw)?;
         let Some(brokers) = raw.brokers.filter(|b| !b.trim().is_empty()) else {
             return err(
                 "no brokers: give --brokers, SHAREAUDIT_BROKERS or `brokers:` in the settings file"
@@ -195,7 +333,7 @@ impl Settings {
                     .unwrap_or_else(|| "shareaudit.recipient-rate".into()),
             },
             output,
-            schema_registry_url: raw.schema_registry_url,
+            schema_registry,
             schema_ids: raw.schema_ids,
             policy: raw.policy,
             hmac_key_file: raw.hmac_key_file,
@@ -207,6 +345,43 @@ impl Settings {
             librdkafka: raw.librdkafka,
         })
     }
+}
+
+/// A policy as read: compiled, its text, and the name its findings cite.
+pub struct PolicySource {
+    pub loaded: Loaded,
+    pub text: String,
+    pub name: String,
+}
+
+/// Reads, validates and compiles the policy file at `path`, or the
+/// embedded default. The one place a policy is loaded, at start and on
+/// every reload.
+pub fn load_policy(path: Option<&Path>, now: Timestamp) -> Result<PolicySource, PolicyError> {
+    let (text, name) = match path {
+        None => (
+            policy::DEFAULT_POLICY.to_owned(),
+            policy::DEFAULT_POLICY_NAME.to_owned(),
+        ),
+        Some(p) => {
+            let name = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| PolicyError {
+                file: name.clone(),
+                findings: vec![policy::Finding {
+                    level: policy::Level::Error,
+                    line: 1,
+                    column: 1,
+                    path: String::new(),
+                    message: format!("cannot read: {e}"),
+                }],
+            })?;
+            (text, name)
+        }
+    };
+    let loaded = policy::load(&text, &name, now)?;
+    let v = &loaded.policy.version;
+    tracing::info!(policy = %name, version = %v.version, hash = %v.hash, warnings = loaded.warnings.len(), "policy loaded");
+    Ok(PolicySource { loaded, text, name })
 }
 
 #[cfg(test)]

@@ -13,15 +13,14 @@ use shareaudit::audit::Engine;
 use shareaudit::codec::avro;
 use shareaudit::codec::wire::LocalSchemas;
 use shareaudit::config::{RawSettings, Settings};
-use shareaudit::generate::{self, Generated, Options};
-use shareaudit::kafka::traffic::{self, Framing, Traffic};
+use shareaudit::daemon::{Daemon, Handle, Schemas};
+use shareaudit::demo::generate::{self, Generated, Options};
+use shareaudit::demo::traffic::{self, Framing, Traffic};
 use shareaudit::model::{Timestamp, Violation};
-use shareaudit::pipeline::{Control, Pipeline};
 use shareaudit::telemetry::Metrics;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const SCHEMA_ID: u32 = 1;
@@ -68,13 +67,16 @@ fn cluster_with(
 
 struct Running {
     metrics: Arc<Metrics>,
-    control: Control,
-    handle: JoinHandle<()>,
+    handle: Handle,
 }
 
 fn start(c: &Cluster) -> Running {
+    // The daemon's log, shown for a failing test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("SHAREAUDIT_LOG").unwrap_or_else(|_| "info".into()))
+        .with_test_writer()
+        .try_init();
     let metrics = Arc::new(Metrics::new().unwrap());
-    let control = Control::default();
     let mut schemas = LocalSchemas::ours().unwrap();
     schemas.add_id(SCHEMA_ID, Arc::new(avro::schemas().unwrap().event.clone()));
     let text = c
@@ -95,20 +97,15 @@ fn start(c: &Cluster) -> Running {
         }
     };
     let engine = Engine::new(Arc::new(policy), b"test-key");
-    let p = Pipeline::new(
+    let handle = Daemon::new(
         c.settings.clone(),
         engine,
-        Box::new(schemas),
+        Schemas::local(schemas),
         Arc::clone(&metrics),
-        control.clone(),
     )
+    .spawn()
     .unwrap();
-    let handle = std::thread::spawn(move || p.run().unwrap());
-    Running {
-        metrics,
-        control,
-        handle,
-    }
+    Running { metrics, handle }
 }
 
 impl Running {
@@ -125,7 +122,6 @@ impl Running {
     }
 
     fn stop(self) -> Arc<Metrics> {
-        self.control.shutdown.store(true, Ordering::Relaxed);
         self.handle.join().unwrap();
         self.metrics
     }
@@ -440,10 +436,15 @@ fn consent_changes_read_while_running_judge_later_events() {
     });
 
     // ...then the user withdraws all consent, and the next share is a violation.
-    std::thread::sleep(Duration::from_millis(5));
+    while Timestamp::now() <= share.occurred_at {
+        std::thread::yield_now(); // the withdrawal must be dated after the first share
+    }
+    let applied = r.metrics.sum("shareaudit_consent_records_total", None);
     t.withdraw(&c.settings.topics.consent, state).unwrap();
     t.flush(Duration::from_secs(10)).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    r.wait_for("the withdrawal applied", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_consent_records_total", None) == applied + 1.0
+    });
     share.occurred_at = Timestamp::now();
     share.event_id = "after-withdrawal".into();
     send(&share);
@@ -497,24 +498,27 @@ fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
     let before = info(&r.metrics);
     assert_eq!(before.len(), 1);
 
-    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
-    std::fs::write(
-        &path,
+    // Each write dated later than the last (a file system's clock may be coarse).
+    let write = |text: String, later: u64| {
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(std::time::SystemTime::now() + Duration::from_secs(later))
+            .unwrap();
+    };
+    write(
         shareaudit::policy::DEFAULT_POLICY.replace("minor_max_age: 14", "minor_max_age: [14]"),
-    )
-    .unwrap();
+        2,
+    );
     r.wait_for("the bad policy refused", Duration::from_secs(10), |m| {
         m.sum("shareaudit_policy_reloads_total", Some(("result", "error"))) == 1.0
     });
     assert_eq!(info(&r.metrics), before, "the running policy stays");
 
-    std::thread::sleep(Duration::from_millis(1100));
-    std::fs::write(
-        &path,
+    write(
         shareaudit::policy::DEFAULT_POLICY
             .replace("version: \"2026.11.29-1\"", "version: \"2026.11.29-2\""),
-    )
-    .unwrap();
+        4,
+    );
     r.wait_for("the good policy swapped in", Duration::from_secs(10), |m| {
         m.sum("shareaudit_policy_reloads_total", Some(("result", "ok"))) == 1.0
     });

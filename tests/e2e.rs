@@ -1406,6 +1406,9 @@ fn a_partition_paused_when_it_moved_away_is_read_when_it_comes_back() {
     use shareaudit::kafka::source::Source;
     use shareaudit::telemetry::Metrics;
     use std::sync::Arc;
+    // The daemon's consumer lives on a runtime (it keeps a wake-up task there).
+    let runtime = shareaudit::daemon::runtime().unwrap();
+    let _inside = runtime.enter();
     let n = names("pause");
     create(&[(&n.events, 4)]);
     let settings = Settings::from_raw(RawSettings {

@@ -1,9 +1,9 @@
 //! Why and on what basis: legal basis, declared purposes, public disclosure.
 
-use super::{Facts, Finding, Rule, run_rules};
+use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{ConsentScope, Flow, LegalBasis, RuleId};
 
-pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
         (RuleId::LegalBasisInvalid, legal_basis),
         (RuleId::PurposeUndeclared, purpose),
@@ -21,7 +21,7 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
 /// policy lists, each where it fits: transfers on consent, law or
 /// agreement; `contract` for the parties that perform an order, with one;
 /// `agreement`/`restructuring` for transfers; `guardian_request` to guardians.
-fn legal_basis(f: &Facts<'_>) -> Option<Finding> {
+fn legal_basis(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     let p = &f.policy.params;
     if !p.legal_flows.contains(e.flow) {
@@ -52,13 +52,13 @@ fn legal_basis(f: &Facts<'_>) -> Option<Finding> {
     } else {
         return None;
     };
-    Some(Finding::new(RuleId::LegalBasisInvalid, why))
+    Some(Breach::new(RuleId::LegalBasisInvalid, why))
 }
 
 /// 2.10.1: "如我们将信息用于本政策未载明的其他用途……均会事先获得您的同意" — the
 /// purpose must be declared for the recipient category (or its registry
 /// entry), unless a valid separate consent names the recipient and purpose.
-fn purpose(f: &Facts<'_>) -> Option<Finding> {
+fn purpose(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     let mut declared = f.profile.purposes;
     if f.profile.extend_from_registry
@@ -69,7 +69,7 @@ fn purpose(f: &Facts<'_>) -> Option<Finding> {
     if declared.contains(e.purpose) || f.consents(None).any(|c| c.purpose == Some(e.purpose)) {
         return None;
     }
-    Some(Finding::new(
+    Some(Breach::new(
         RuleId::PurposeUndeclared,
         format!(
             "purpose {} is not declared for {} `{}` and no separate consent names it",
@@ -79,7 +79,7 @@ fn purpose(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 4.3 a: public disclosure only "在您明确同意的披露方式下", on request or by law.
-fn disclosure_without_consent(f: &Facts<'_>) -> Option<Finding> {
+fn disclosure_without_consent(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     if e.flow != Flow::PublicDisclosure || f.policy.params.disclosure_bases.contains(e.legal_basis)
     {
@@ -95,7 +95,7 @@ fn disclosure_without_consent(f: &Facts<'_>) -> Option<Finding> {
         return None;
     }
     Some(
-        Finding::new(
+        Breach::new(
             RuleId::DisclosureWithoutConsent,
             format!("public disclosure on {}", e.legal_basis),
         )
@@ -104,14 +104,14 @@ fn disclosure_without_consent(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 4.3 b, 4.1 b: "我们会依法要求请求方出具相关法律文件，如传票或调查函等".
-fn legal_without_document(f: &Facts<'_>) -> Option<Finding> {
+fn legal_without_document(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     let p = &f.policy.params;
     let legal = p.legal_doc_bases.contains(e.legal_basis);
     let applies =
         e.flow == Flow::PublicDisclosure || p.legal_doc_recipients.contains(e.recipient.category);
     (legal && applies && e.legal_document.is_none()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::DisclosureLegalWithoutDocument,
             format!(
                 "{} to {} `{}` with no legal document",
@@ -122,13 +122,13 @@ fn legal_without_document(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 4.3 b: "我们会对包含披露信息的文件进行加密保护".
-fn files_not_encrypted(f: &Facts<'_>) -> Option<Finding> {
+fn files_not_encrypted(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     (e.flow == Flow::PublicDisclosure
         && f.policy.params.files_bases.contains(e.legal_basis)
         && e.files_encrypted != Some(true))
     .then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::DisclosureFilesNotEncrypted,
             format!(
                 "public disclosure under {} with files not encrypted",

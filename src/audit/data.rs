@@ -1,11 +1,11 @@
 //! What is sent: minimisation, credentials, undeclared PII, sensitive data
 //! and its consents, transport.
 
-use super::{Facts, Finding, Rule, run_rules};
+use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{ConsentScope, RuleId, Severity};
 use crate::policy::{CatId, CatSet, When};
 
-pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let on = |id| f.policy.rule(id).is_some();
     if on(RuleId::CredentialsShared)
         && let Some(x) = credentials(f)
@@ -40,10 +40,10 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
 
 /// 2.2.1, 5.1 b: passwords, tokens and payment credentials never leave.
 /// This rule takes them; they do not also count under minimisation.
-fn credentials(f: &Facts<'_>) -> Option<Finding> {
+fn credentials(f: &Facts<'_>) -> Option<Breach> {
     let found = f.cats.intersect(f.policy.params.credentials);
     (!found.is_empty()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::CredentialsShared,
             format!(
                 "{} sent to {} `{}`",
@@ -101,13 +101,13 @@ pub(super) fn permitted(f: &Facts<'_>) -> CatSet {
 /// 2.5.1, 2.6.1, 4.1 f–i, 5.2: "我们只会共享必要的个人信息". A category in the
 /// recipient's never-list is prohibited; one neither permitted nor never is
 /// not necessary. Each counts once, under the first that applies.
-fn minimisation(f: &Facts<'_>) -> (Option<Finding>, Option<Finding>) {
+fn minimisation(f: &Facts<'_>) -> (Option<Breach>, Option<Breach>) {
     let sent = f.cats.minus(f.policy.params.credentials);
     let never = sent.intersect(f.profile.never);
     let unnecessary = sent.minus(f.profile.never).minus(permitted(f));
     let r = &f.event.recipient;
     let prohibited = (!never.is_empty()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::MinimisationProhibited,
             format!(
                 "{} `{}` must never receive {}",
@@ -138,7 +138,7 @@ fn minimisation(f: &Facts<'_>) -> (Option<Finding>, Option<Finding>) {
                 f.names(conditional)
             ));
         }
-        Finding::new(RuleId::MinimisationNotNecessary, detail).with_cats(unnecessary)
+        Breach::new(RuleId::MinimisationNotNecessary, detail).with_cats(unnecessary)
     });
     (prohibited, not_necessary)
 }
@@ -146,7 +146,7 @@ fn minimisation(f: &Facts<'_>) -> (Option<Finding>, Option<Finding>) {
 /// 5.2, 2.8.2: personal information inside a value whose field was not
 /// declared as that kind of data. The find counts in `cats(e)` for the
 /// other rules too.
-fn undeclared_pii(f: &Facts<'_>) -> Option<Finding> {
+fn undeclared_pii(f: &Facts<'_>) -> Option<Breach> {
     let found = f
         .items
         .iter()
@@ -169,7 +169,7 @@ fn undeclared_pii(f: &Facts<'_>) -> Option<Finding> {
         .filter(|(i, _)| !i.undeclared.is_empty())
         .map(|(_, d)| d.field.as_str())
         .collect();
-    let mut finding = Finding::new(
+    let mut finding = Breach::new(
         RuleId::ContentUndeclaredPii,
         format!(
             "{} found in undeclared content of {}",
@@ -216,7 +216,7 @@ fn sensitive_sent(f: &Facts<'_>) -> CatSet {
 
 /// 2.2.2 (PIPL 29): "您的身份证信息属于个人敏感信息" — sensitive data shared on
 /// consent needs a separate consent naming the recipient and covering it.
-fn sensitive_without_consent(f: &Facts<'_>) -> Option<Finding> {
+fn sensitive_without_consent(f: &Facts<'_>) -> Option<Breach> {
     let p = &f.policy.params;
     let e = f.event;
     if !p.sensitive_consent_bases.contains(e.legal_basis)
@@ -230,7 +230,7 @@ fn sensitive_without_consent(f: &Facts<'_>) -> Option<Finding> {
         sensitive_sent(f).intersect(permitted(f)),
     );
     (!missing.is_empty()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::SensitiveNoSeparateConsent,
             format!(
                 "no separate consent naming `{}` covers {}",
@@ -244,7 +244,7 @@ fn sensitive_without_consent(f: &Facts<'_>) -> Option<Finding> {
 
 /// 4.1 g: "如果我们共享您的个人敏感信息……我们将再次征求您的授权同意" —
 /// whatever the basis.
-fn affiliate_sensitive(f: &Facts<'_>) -> Option<Finding> {
+fn affiliate_sensitive(f: &Facts<'_>) -> Option<Breach> {
     if !f
         .policy
         .params
@@ -255,7 +255,7 @@ fn affiliate_sensitive(f: &Facts<'_>) -> Option<Finding> {
     }
     let missing = uncovered(f, ConsentScope::AffiliateSensitive, sensitive_sent(f));
     (!missing.is_empty()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::AffiliateSensitiveWithoutReconsent,
             format!(
                 "no affiliate_sensitive consent naming `{}` covers {}",
@@ -268,7 +268,7 @@ fn affiliate_sensitive(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 5.1 a: "我们会使用加密技术确保数据的保密性".
-fn unencrypted(f: &Facts<'_>) -> Option<Finding> {
+fn unencrypted(f: &Facts<'_>) -> Option<Breach> {
     let t = &f.event.transport;
     (!t.encrypted).then(|| {
         // The protocol is a sender's free string: named only when it looks like one.
@@ -282,7 +282,7 @@ fn unencrypted(f: &Facts<'_>) -> Option<Finding> {
             .as_deref()
             .filter(looks_like_protocol)
             .map_or(String::new(), |p| format!(" over {p}"));
-        Finding::new(
+        Breach::new(
             RuleId::TransportUnencrypted,
             format!("sent to `{}` unencrypted{how}", f.event.recipient.id),
         )

@@ -9,7 +9,7 @@
 //!    undeclared finds join `cats(e)` as `rules.md` says.
 //! 2. The rules, one small function each, grouped by what they look at:
 //!    `recipient` (who), `basis` (why and on what basis), `data` (what),
-//!    `subject` (whose), [`volume`] (how much). Each returns a [`Finding`].
+//!    `subject` (whose), [`volume`] (how much). Each returns a [`Breach`].
 //! 3. Findings become [`Violation`]s: severity (with "up"), deterministic
 //!    `alert_id`, keyed `subject_ref`, mode, exceptions.
 
@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 /// What one rule found wrong with an event.
 #[derive(Debug, Clone)]
-pub struct Finding {
+pub struct Breach {
     pub rule: RuleId,
     pub detail: String,
     /// The offending categories (their fields are listed in the violation).
@@ -37,9 +37,9 @@ pub struct Finding {
     pub severity: Option<Severity>,
 }
 
-impl Finding {
-    fn new(rule: RuleId, detail: impl Into<String>) -> Finding {
-        Finding {
+impl Breach {
+    fn new(rule: RuleId, detail: impl Into<String>) -> Breach {
+        Breach {
             rule,
             detail: detail.into(),
             cats: CatSet::EMPTY,
@@ -47,17 +47,17 @@ impl Finding {
         }
     }
 
-    fn with_cats(mut self, cats: CatSet) -> Finding {
+    fn with_cats(mut self, cats: CatSet) -> Breach {
         self.cats = cats;
         self
     }
 }
 
 /// A rule: the facts of an event in, what is wrong with it (if anything) out.
-type Rule = fn(&Facts<'_>) -> Option<Finding>;
+type Rule = fn(&Facts<'_>) -> Option<Breach>;
 
 /// Runs the enabled rules of a family.
-fn run_rules(f: &Facts<'_>, rules: &[(RuleId, Rule)], out: &mut Vec<Finding>) {
+fn run_rules(f: &Facts<'_>, rules: &[(RuleId, Rule)], out: &mut Vec<Breach>) {
     for (id, rule) in rules {
         if f.policy.rule(*id).is_some()
             && let Some(finding) = rule(f)
@@ -171,7 +171,7 @@ pub struct Engine {
     /// `volume.recipient_rate` is decided elsewhere (the cluster stage).
     defer_rate: bool,
     items: Vec<Item>,
-    findings: Vec<Finding>,
+    findings: Vec<Breach>,
 }
 
 impl Engine {
@@ -276,7 +276,7 @@ impl Engine {
             } else if volume::rate_limit(&policy, &event.recipient.id, event.recipient.category)
                 .is_some()
             {
-                let f = Finding::new(RuleId::VolumeRecipientRate, String::new());
+                let f = Breach::new(RuleId::VolumeRecipientRate, String::new());
                 verdict.rate_candidate = Some(build(&self.hmac, &facts, meta, &f, ctx));
             }
         }
@@ -373,22 +373,11 @@ pub fn alert_id(event_id: &str, rule: RuleId) -> String {
     hex(&h.finalize()[..16])
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
 fn build(
     hmac: &Hmac<Sha256>,
     facts: &Facts<'_>,
     meta: &RuleMeta,
-    f: &Finding,
+    f: &Breach,
     ctx: &AuditContext,
 ) -> Violation {
     let e = facts.event;

@@ -1,10 +1,10 @@
 //! Who receives the data: registry, category, agreements, region.
 
-use super::{Facts, Finding, Rule, run_rules};
+use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{RecipientCategory, RuleId};
 use crate::policy::flag_name;
 
-pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
         (RuleId::RecipientUnregistered, unregistered),
         (RuleId::RecipientCategoryMismatch, category_mismatch),
@@ -20,10 +20,10 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
 /// 4.1: "除以下情况外，我们不会向其他任何、组织、个人共享您的个人信息" — only
 /// to parties the registry names (merchants, guardians, the public are
 /// admitted as whole categories).
-fn unregistered(f: &Facts<'_>) -> Option<Finding> {
+fn unregistered(f: &Facts<'_>) -> Option<Breach> {
     let r = &f.event.recipient;
     (f.entry.is_none() && !f.policy.is_open(r.category)).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::RecipientUnregistered,
             format!("{} `{}` is not in the recipient registry", r.category, r.id),
         )
@@ -33,11 +33,11 @@ fn unregistered(f: &Facts<'_>) -> Option<Finding> {
 /// 4.1: the registry says who a recipient is; an event that calls it
 /// something else, or a recipient lacking the licence or status its kind
 /// requires (`licensed`, `group_member`, `authorised`), is not who the policy promised.
-fn category_mismatch(f: &Facts<'_>) -> Option<Finding> {
+fn category_mismatch(f: &Facts<'_>) -> Option<Breach> {
     let entry = f.entry?;
     let r = &f.event.recipient;
     if entry.category != r.category {
-        return Some(Finding::new(
+        return Some(Breach::new(
             RuleId::RecipientCategoryMismatch,
             format!(
                 "`{}` is registered as {} but the event sends to it as {}",
@@ -54,7 +54,7 @@ fn category_mismatch(f: &Facts<'_>) -> Option<Finding> {
         .map(|fl| flag_name(*fl))
         .collect();
     (!missing.is_empty()).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::RecipientCategoryMismatch,
             format!(
                 "{} `{}` is not {}",
@@ -68,9 +68,9 @@ fn category_mismatch(f: &Facts<'_>) -> Option<Finding> {
 
 /// 4.1, 9.2 c: a kind of recipient the policy does not declare is a change
 /// of "个人信息共享、转让或公开披露的主要对象".
-fn undeclared_category(f: &Facts<'_>) -> Option<Finding> {
+fn undeclared_category(f: &Facts<'_>) -> Option<Breach> {
     (f.event.recipient.category == RecipientCategory::Other).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::RecipientUndeclaredCategory,
             format!(
                 "recipient `{}` is of category other, which the policy does not declare",
@@ -81,11 +81,11 @@ fn undeclared_category(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 4.1 i: third-party SDKs are those of the published SDK list.
-fn sdk_unlisted(f: &Facts<'_>) -> Option<Finding> {
+fn sdk_unlisted(f: &Facts<'_>) -> Option<Breach> {
     let entry = f.entry?;
     (entry.category == RecipientCategory::ThirdPartySdk && entry.published_sdk_list != Some(true))
         .then(|| {
-            Finding::new(
+            Breach::new(
                 RuleId::SdkUnlisted,
                 format!(
                     "SDK `{}` is not on the published SDK list",
@@ -97,7 +97,7 @@ fn sdk_unlisted(f: &Facts<'_>) -> Option<Finding> {
 
 /// 4.1 h, 4.1 e: partners and merchants' providers are bound by a data
 /// protection agreement: in the registry, or named on the event.
-fn no_agreement(f: &Facts<'_>) -> Option<Finding> {
+fn no_agreement(f: &Facts<'_>) -> Option<Breach> {
     let r = &f.event.recipient;
     if !f
         .policy
@@ -114,7 +114,7 @@ fn no_agreement(f: &Facts<'_>) -> Option<Finding> {
         .as_deref()
         .is_some_and(|a| !a.trim().is_empty());
     (!registered && !on_event).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::PartnerNoAgreement,
             format!(
                 "{} `{}` has no data protection agreement in the registry and the event names none",
@@ -126,7 +126,7 @@ fn no_agreement(f: &Facts<'_>) -> Option<Finding> {
 
 /// 4.1 f: "我们必须与商户或其委托的第三方等服务商共享" — the order's own merchant,
 /// or a provider that merchant entrusted.
-fn foreign_order(f: &Facts<'_>) -> Option<Finding> {
+fn foreign_order(f: &Facts<'_>) -> Option<Breach> {
     let r = &f.event.recipient;
     let order_merchant = f.event.order.as_ref().map(|o| o.merchant_id.as_str());
     let detail = match r.category {
@@ -139,7 +139,7 @@ fn foreign_order(f: &Facts<'_>) -> Option<Finding> {
         },
         RecipientCategory::MerchantServiceProvider => {
             let Some(m) = order_merchant else {
-                return Some(Finding::new(
+                return Some(Breach::new(
                     RuleId::MerchantForeignOrder,
                     format!(
                         "merchant service provider `{}` receives data with no order",
@@ -167,18 +167,18 @@ fn foreign_order(f: &Facts<'_>) -> Option<Finding> {
         }
         _ => return None,
     };
-    Some(Finding::new(RuleId::MerchantForeignOrder, detail))
+    Some(Breach::new(RuleId::MerchantForeignOrder, detail))
 }
 
 /// 6.2, 6.3: "您的个人信息将全部被存储于中华人民共和国境内。目前我们不存在向境外提供个人信息的场景".
 /// HK, MO and TW are outside. The event's region and the registry's both count.
-fn cross_border(f: &Facts<'_>) -> Option<Finding> {
+fn cross_border(f: &Facts<'_>) -> Option<Breach> {
     let home = &f.policy.params.home_regions;
     let r = &f.event.recipient;
     let abroad = |region: &str| !home.iter().any(|h| h == region);
     if abroad(&r.region) {
         return Some(
-            Finding::new(
+            Breach::new(
                 RuleId::CrossBorderProhibited,
                 format!("data lands in {} (recipient `{}`)", r.region, r.id),
             )
@@ -187,7 +187,7 @@ fn cross_border(f: &Facts<'_>) -> Option<Finding> {
     }
     let entry = f.entry?;
     abroad(&entry.region).then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::CrossBorderProhibited,
             format!(
                 "recipient `{}` is registered in {} though the event says {}",

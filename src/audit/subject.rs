@@ -1,11 +1,11 @@
 //! Whose data: the user's consent state as of the event, minors, people
 //! ordered for.
 
-use super::{Facts, Finding, Rule, run_rules};
+use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{AccountStatus, ConsentState, DataSharingEvent, Date, Purpose, RuleId};
 use crate::policy::Policy;
 
-pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
         (RuleId::ConsentWithdrawn, withdrawn),
         (RuleId::AccountCancelled, cancelled),
@@ -38,7 +38,7 @@ pub(super) fn is_minor(
 }
 
 /// 7.3.1: "当您撤回同意后，我们将不再处理您的相关个人信息".
-fn withdrawn(f: &Facts<'_>) -> Option<Finding> {
+fn withdrawn(f: &Facts<'_>) -> Option<Breach> {
     let s = f.state?;
     let e = f.event;
     if !f.policy.params.withdrawn_bases.contains(e.legal_basis) {
@@ -57,11 +57,11 @@ fn withdrawn(f: &Facts<'_>) -> Option<Finding> {
     } else {
         return None;
     };
-    Some(Finding::new(RuleId::ConsentWithdrawn, detail).with_cats(f.cats))
+    Some(Breach::new(RuleId::ConsentWithdrawn, detail).with_cats(f.cats))
 }
 
 /// 7.4.2: after cancellation "删除或匿名化处理该账号项下您的个人信息，除非法律法规另有规定".
-fn cancelled(f: &Facts<'_>) -> Option<Finding> {
+fn cancelled(f: &Facts<'_>) -> Option<Breach> {
     let s = f.state?;
     (s.account_status == AccountStatus::Cancelled
         && !f
@@ -70,7 +70,7 @@ fn cancelled(f: &Facts<'_>) -> Option<Finding> {
             .cancelled_exempt_bases
             .contains(f.event.legal_basis))
     .then(|| {
-        Finding::new(
+        Breach::new(
             RuleId::AccountCancelled,
             format!(
                 "the account was cancelled; shared on {}",
@@ -82,7 +82,7 @@ fn cancelled(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 2.3.3, 2.3.4 e, f: the user manages personalised ads and recommendations.
-fn opted_out(f: &Facts<'_>) -> Option<Finding> {
+fn opted_out(f: &Facts<'_>) -> Option<Breach> {
     let s = f.state?;
     let which = match f.event.purpose {
         Purpose::Advertising if s.personalized_ads_opt_out => "personalised advertising",
@@ -92,7 +92,7 @@ fn opted_out(f: &Facts<'_>) -> Option<Finding> {
         _ => return None,
     };
     Some(
-        Finding::new(
+        Breach::new(
             RuleId::PersonalizationOptedOut,
             format!("the user opted out of {which}"),
         )
@@ -102,7 +102,7 @@ fn opted_out(f: &Facts<'_>) -> Option<Finding> {
 
 /// 8 (PIPL 31): "若您是14周岁以下的未成年人……应事先取得您的监护人的同意".
 /// The age itself is personal: the detail says only which source showed it.
-fn minor(f: &Facts<'_>) -> Option<Finding> {
+fn minor(f: &Facts<'_>) -> Option<Breach> {
     let e = f.event;
     if !f.minor || f.policy.params.minor_exempt_bases.contains(e.legal_basis) {
         return None;
@@ -118,7 +118,7 @@ fn minor(f: &Facts<'_>) -> Option<Finding> {
         "the consent state's birth_date"
     };
     Some(
-        Finding::new(
+        Breach::new(
             RuleId::MinorNoGuardianConsent,
             format!(
                 "the subject is {} or younger (by {by}) and no guardian consent is recorded",
@@ -130,11 +130,11 @@ fn minor(f: &Facts<'_>) -> Option<Finding> {
 }
 
 /// 2.4.2: "向快手小店提供实际订购人的前述个人信息之前，您需确保您已经取得其授权同意".
-fn third_party(f: &Facts<'_>) -> Option<Finding> {
+fn third_party(f: &Facts<'_>) -> Option<Breach> {
     let s = &f.event.subject;
     (f.policy.params.third_party_roles.contains(s.role) && s.third_party_authorized == Some(false))
         .then(|| {
-            Finding::new(
+            Breach::new(
                 RuleId::SubjectThirdPartyUnauthorized,
                 format!(
                     "data of the {} shared though the buyer did not confirm their authorisation",

@@ -1,6 +1,6 @@
 //! How much: records per event, and distinct subjects per recipient per window.
 
-use super::{Facts, Finding};
+use super::{Breach, Facts};
 use crate::model::{RecipientCategory, RuleId, Severity};
 use crate::policy::Policy;
 use rustc_hash::{FxHashMap, FxHasher};
@@ -10,7 +10,7 @@ use std::hash::{Hash, Hasher};
 /// 5.2, 4.2: more records in one transmission than the recipient category may
 /// receive. Critical in bulk, or at a lower count with location, communications or
 /// financial data.
-pub(super) fn check_bulk(f: &Facts<'_>, out: &mut Vec<Finding>) {
+pub(super) fn check_bulk(f: &Facts<'_>, out: &mut Vec<Breach>) {
     if f.policy.rule(RuleId::VolumeBulkTransfer).is_none() || !f.over_bulk_limit {
         return;
     }
@@ -20,7 +20,7 @@ pub(super) fn check_bulk(f: &Facts<'_>, out: &mut Vec<Finding>) {
     let critical =
         n >= p.bulk_critical_from || (n >= p.bulk_critical_with_count && !risky.is_empty());
     let limit = f.profile.bulk_limit.unwrap_or(i64::MAX);
-    let mut finding = Finding::new(
+    let mut finding = Breach::new(
         RuleId::VolumeBulkTransfer,
         format!(
             "{n} records in one event to {} `{}` (limit {limit})",
@@ -94,13 +94,13 @@ struct Window {
 impl RateWindows {
     /// The offline engine's entry: counts the event of `f`; a finding when it
     /// takes the recipient over its limit (see `observe`).
-    pub(super) fn observe_event(&mut self, f: &Facts<'_>) -> Option<Finding> {
+    pub(super) fn observe_event(&mut self, f: &Facts<'_>) -> Option<Breach> {
         let r = &f.event.recipient;
         let limit = rate_limit(f.policy, &r.id, r.category)?;
         let window = f.policy.params.rate_window_millis;
         let key = subject_key(&f.event.subject.user_id);
         let count = self.observe(&r.id, key, f.event.occurred_at.millis(), limit, window)?;
-        Some(Finding::new(
+        Some(Breach::new(
             RuleId::VolumeRecipientRate,
             rate_detail(count, r.category, &r.id, window, limit),
         ))

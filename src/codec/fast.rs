@@ -308,7 +308,7 @@ fn legal_document(v: V<'_, '_>, d: &mut LegalDocument) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate;
+    use crate::demo::generate;
 
     fn fast(bytes: &[u8]) -> Option<DataSharingEvent> {
         let mut e = DataSharingEvent::empty();

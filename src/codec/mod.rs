@@ -7,8 +7,30 @@ pub mod json;
 pub mod registry;
 pub mod wire;
 
-use crate::model::Problems;
+use crate::config::OutputFormat;
+use crate::model::{Problems, Violation};
 use thiserror::Error;
+
+/// A violation as the alert topic takes it: JSON, or Avro framed as the
+/// settings say.
+pub fn encode_violation(format: &OutputFormat, v: &Violation) -> Vec<u8> {
+    match format {
+        OutputFormat::Json => serde_json::to_vec(v).unwrap_or_default(),
+        OutputFormat::Avro { schema_id } => match (avro::encode_violation(v), avro::schemas()) {
+            (Ok(datum), Ok(s)) => match schema_id {
+                Some(id) => wire::confluent(*id, &datum),
+                None => wire::single_object(&s.violation, &datum),
+            },
+            // The schemas are compiled in and tested; JSON is the fallback of last resort.
+            _ => serde_json::to_vec(v).unwrap_or_default(),
+        },
+    }
+}
+
+/// A `volume.recipient_rate` candidate as the internal rate topic carries it: the violation, JSON.
+pub fn encode_candidate(v: &Violation) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
 
 /// Why a record could not become a model value. Each variant says what
 /// failed and where, for the dead-letter headers and the audit report.
@@ -39,9 +61,11 @@ pub enum DecodeError {
     /// The record names a writer schema nobody knows.
     #[error("unknown writer schema: {0}")]
     UnknownSchema(String),
-    /// The schema registry could not be asked: transient, the record is retried, not dead-lettered.
-    #[error("schema registry unavailable: {0}")]
-    Registry(String),
+    /// The writer schema of this id is not known yet: the registry must be
+    /// asked first (`registry::Registry::fetch`); the record waits, it is
+    /// not a dead letter.
+    #[error("writer schema {0} not fetched yet")]
+    Pending(u32),
 }
 
 impl DecodeError {
@@ -55,7 +79,7 @@ impl DecodeError {
             DecodeError::Schema(_) => "schema",
             DecodeError::Framing(_) => "framing",
             DecodeError::UnknownSchema(_) => "unknown_schema",
-            DecodeError::Registry(_) => "registry",
+            DecodeError::Pending(_) => "registry",
         }
     }
 }

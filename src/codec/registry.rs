@@ -1,19 +1,50 @@
-//! A Confluent Schema Registry client: writer schemas by id
+//! A Confluent Schema Registry client on the runtime: writer schemas by id
 //! (`GET /schemas/ids/{id}`), cached for the life of the process (ids are
-//! immutable). Ids and fingerprints known locally are answered without asking.
+//! immutable), unknown ids remembered for a while (a negative cache), ids
+//! and fingerprints known locally answered without asking.
+//!
+//! Decoding never waits on the network: `SchemaLookup::by_id` answers from
+//! what is known, or says `DecodeError::Pending`; the daemon then holds the
+//! partition whose record waits and calls [`Registry::fetch`] on the
+//! runtime, with backoff, while the other partitions flow.
+//!
+//! TLS through rustls with the system's roots or a CA file; basic auth or a
+//! bearer token from the settings file or the environment; a timeout per
+//! request. Credentials never appear in a log line or an error: URLs are
+//! shown without them (`RegistrySettings::display_url`).
 
 use super::DecodeError;
 use super::wire::{LocalSchemas, SchemaLookup};
+use crate::config::{RegistryAuth, RegistrySettings};
 use apache_avro::Schema;
 use rustc_hash::FxHashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What is known of an id.
+enum Known {
+    Schema(Arc<Schema>),
+    /// The registry said it has no such id (or it is not an Avro schema that
+    /// parses), at this instant: records naming it are dead letters until
+    /// the entry expires and the registry is asked again.
+    Missing(Instant),
+}
 
 pub struct Registry {
-    base: String,
-    agent: ureq::Agent,
+    settings: RegistrySettings,
+    client: reqwest::Client,
     local: LocalSchemas,
-    cache: Mutex<FxHashMap<u32, Arc<Schema>>>,
+    known: RwLock<FxHashMap<u32, Known>>,
+}
+
+/// Why a fetch failed for now (the record waits and the fetch is tried
+/// again): the registry unreachable, slow, or answering 5xx. Free of
+/// credentials.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("schema registry {url}: {message}")]
+pub struct FetchError {
+    pub url: String,
+    pub message: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -24,41 +55,114 @@ struct SchemaResponse {
 }
 
 impl Registry {
-    pub fn new(base_url: &str, local: LocalSchemas) -> Registry {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        Registry {
-            base: base_url.trim_end_matches('/').to_owned(),
-            agent,
-            local,
-            cache: Mutex::new(FxHashMap::default()),
+    /// A client for `settings`; fails on a CA file that cannot be read or
+    /// holds no certificate.
+    pub fn new(settings: RegistrySettings, local: LocalSchemas) -> Result<Registry, String> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("shareaudit/", env!("CARGO_PKG_VERSION")));
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("schema registry CA file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("schema registry CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "schema registry CA file {}: no certificate in it",
+                    path.display()
+                ));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
         }
+        let client = builder
+            .build()
+            .map_err(|e| format!("schema registry client: {e}"))?;
+        Ok(Registry {
+            settings,
+            client,
+            local,
+            known: RwLock::new(FxHashMap::default()),
+        })
     }
 
-    fn fetch(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError> {
-        let url = format!("{}/schemas/ids/{id}", self.base);
-        let mut resp = match self.agent.get(&url).call() {
-            Ok(r) => r,
-            Err(ureq::Error::StatusCode(404)) => return Ok(None),
-            Err(e) => return Err(DecodeError::Registry(format!("{url}: {e}"))),
+    fn url(&self, id: u32) -> String {
+        format!(
+            "{}/schemas/ids/{id}",
+            self.settings.url.trim_end_matches('/')
+        )
+    }
+
+    /// Asks the registry for `id` once and records the answer: the schema,
+    /// or that it is missing. `Err`: no answer this time (retry later).
+    pub async fn fetch(&self, id: u32) -> Result<(), FetchError> {
+        let shown = format!(
+            "{}/schemas/ids/{id}",
+            self.settings.display_url().trim_end_matches('/')
+        );
+        let fail = |message: String| FetchError {
+            url: shown.clone(),
+            message,
         };
-        let text = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| DecodeError::Registry(format!("{url}: unreadable answer: {e}")))?;
-        let body: SchemaResponse = serde_json::from_str(&text)
-            .map_err(|e| DecodeError::Registry(format!("{url}: not a schema answer: {e}")))?;
-        if body.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
-            return Err(DecodeError::UnknownSchema(format!(
-                "schema id {id} is not Avro"
-            )));
+        let mut req = self
+            .client
+            .get(self.url(id))
+            .header("Accept", "application/vnd.schemaregistry.v1+json");
+        req = match &self.settings.auth {
+            Some(RegistryAuth::Basic { username, password }) => {
+                req.basic_auth(username, Some(password))
+            }
+            Some(RegistryAuth::Bearer(token)) => req.bearer_auth(token),
+            None => req,
+        };
+        // Errors leave the URL out: the display URL is named instead.
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| fail(e.without_url().to_string()))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            self.remember(id, Known::Missing(Instant::now()));
+            return Ok(());
         }
-        let schema = Schema::parse_str(&body.schema).map_err(|e| {
-            DecodeError::UnknownSchema(format!("schema id {id} does not parse: {e}"))
-        })?;
-        Ok(Some(Arc::new(schema)))
+        if !status.is_success() {
+            return Err(fail(format!("answered {status}")));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| fail(format!("unreadable answer: {}", e.without_url())))?;
+        let answer: SchemaResponse = match serde_json::from_slice(&body) {
+            Ok(a) => a,
+            Err(e) => return Err(fail(format!("not a schema answer: {e}"))),
+        };
+        let known = if answer.schema_type.as_deref().is_some_and(|t| t != "AVRO") {
+            tracing::warn!(
+                id,
+                "writer schema is not Avro; its records are dead letters"
+            );
+            Known::Missing(Instant::now())
+        } else {
+            match Schema::parse_str(&answer.schema) {
+                Ok(s) => Known::Schema(Arc::new(s)),
+                Err(e) => {
+                    tracing::warn!(id, error = %e, "writer schema does not parse; its records are dead letters");
+                    Known::Missing(Instant::now())
+                }
+            }
+        };
+        self.remember(id, known);
+        Ok(())
+    }
+
+    fn remember(&self, id: u32, known: Known) {
+        self.known
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, known);
     }
 }
 
@@ -67,22 +171,16 @@ impl SchemaLookup for Registry {
         if let Some(s) = self.local.by_id(id)? {
             return Ok(Some(s));
         }
-        if let Some(s) = self
-            .cache
-            .lock()
+        match self
+            .known
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
         {
-            return Ok(Some(Arc::clone(s)));
+            Some(Known::Schema(s)) => Ok(Some(Arc::clone(s))),
+            Some(Known::Missing(at)) if at.elapsed() < self.settings.unknown_id_ttl => Ok(None),
+            _ => Err(DecodeError::Pending(id)),
         }
-        let found = self.fetch(id)?;
-        if let Some(s) = &found {
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id, Arc::clone(s));
-        }
-        Ok(found)
     }
 
     fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>> {
@@ -90,66 +188,197 @@ impl SchemaLookup for Registry {
     }
 }
 
+/// Fetches `id` until the registry answers (or `stop` is cancelled), with
+/// a delay that doubles from 200 ms to 30 s between tries. Each failure is
+/// counted by `failed`.
+pub async fn fetch_until_answered(
+    registry: &Registry,
+    id: u32,
+    stop: &tokio_util::sync::CancellationToken,
+    mut failed: impl FnMut(&FetchError, u32),
+) -> bool {
+    let mut delay = Duration::from_millis(200);
+    let mut tries = 0u32;
+    loop {
+        match registry.fetch(id).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tries += 1;
+                failed(&e, tries);
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::{avro, wire};
+    use crate::config::{RawSettings, Settings};
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A registry on loopback that knows id 42 and counts its requests.
-    fn fake_registry() -> (String, Arc<AtomicUsize>) {
+    /// A registry on loopback that knows id 42, fails id 500, and records
+    /// the requests it gets (path, Authorization header).
+    fn fake_registry() -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<String>>>) {
         let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
         let url = format!("http://{}", server.server_addr().to_ip().unwrap());
         let hits = Arc::new(AtomicUsize::new(0));
-        let h = Arc::clone(&hits);
+        let auth = Arc::new(Mutex::new(Vec::new()));
+        let (h, a) = (Arc::clone(&hits), Arc::clone(&auth));
         std::thread::spawn(move || {
             for req in server.incoming_requests() {
                 h.fetch_add(1, Ordering::SeqCst);
-                let resp = if req.url() == "/schemas/ids/42" {
-                    let body = serde_json::json!({"schema": avro::EVENT_AVSC}).to_string();
-                    tiny_http::Response::from_string(body).with_status_code(200)
-                } else if req.url() == "/schemas/ids/500" {
-                    tiny_http::Response::from_string("boom").with_status_code(500)
-                } else {
-                    tiny_http::Response::from_string(
+                let header = req
+                    .headers()
+                    .iter()
+                    .find(|x| x.field.equiv("Authorization"))
+                    .map(|x| x.value.to_string())
+                    .unwrap_or_default();
+                a.lock().unwrap().push(header);
+                let resp = match req.url() {
+                    "/schemas/ids/42" => {
+                        let body = serde_json::json!({"schema": avro::EVENT_AVSC}).to_string();
+                        tiny_http::Response::from_string(body).with_status_code(200)
+                    }
+                    "/schemas/ids/43" => tiny_http::Response::from_string(
+                        serde_json::json!({"schema": "{}", "schemaType": "PROTOBUF"}).to_string(),
+                    )
+                    .with_status_code(200),
+                    "/schemas/ids/500" => {
+                        tiny_http::Response::from_string("boom").with_status_code(500)
+                    }
+                    _ => tiny_http::Response::from_string(
                         r#"{"error_code":40403,"message":"Schema not found"}"#,
                     )
-                    .with_status_code(404)
+                    .with_status_code(404),
                 };
                 let _ = req.respond(resp);
             }
         });
-        (url, hits)
+        (url, hits, auth)
+    }
+
+    fn settings(url: &str, extra: RawSettings) -> RegistrySettings {
+        Settings::from_raw(RawSettings {
+            brokers: Some("127.0.0.1:9".into()),
+            schema_registry_url: Some(url.to_owned()),
+            ..extra
+        })
+        .unwrap()
+        .schema_registry
+        .unwrap()
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 
     #[test]
-    fn ids_are_fetched_once_unknown_ids_are_none_and_outages_are_errors() {
-        let (url, hits) = fake_registry();
-        let r = Registry::new(&url, LocalSchemas::ours().unwrap());
-        let e = crate::generate::events(&crate::generate::Options::default(), 1)
+    fn lookups_never_wait_fetches_are_cached_unknown_ids_remembered_for_a_while() {
+        let (url, hits, _) = fake_registry();
+        let raw = RawSettings {
+            schema_registry_unknown_ttl_ms: Some(200),
+            ..RawSettings::default()
+        };
+        let r = Registry::new(settings(&url, raw), LocalSchemas::ours().unwrap()).unwrap();
+        let e = crate::demo::generate::events(&crate::demo::generate::Options::default(), 1)
             .remove(0)
             .event;
         let framed = wire::confluent(42, &avro::encode_event(&e).unwrap());
+        // Not known yet: the decoder says so at once, nobody was asked.
+        assert!(matches!(
+            wire::decode_event(&framed, &r),
+            Err(DecodeError::Pending(42))
+        ));
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
+        block_on(r.fetch(42)).unwrap();
         assert_eq!(wire::decode_event(&framed, &r).unwrap(), e);
         assert_eq!(wire::decode_event(&framed, &r).unwrap(), e);
         assert_eq!(
             hits.load(Ordering::SeqCst),
             1,
-            "cached after the first look-up"
+            "cached after the first fetch"
         );
+
+        // An id the registry does not know: a dead letter, without asking again...
+        block_on(r.fetch(7)).unwrap();
+        let unknown = wire::decode_event(&wire::confluent(7, b"x"), &r).unwrap_err();
+        assert_eq!(unknown.class(), "unknown_schema");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // ...until the negative entry expires.
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(matches!(
+            wire::decode_event(&wire::confluent(7, b"x"), &r),
+            Err(DecodeError::Pending(7))
+        ));
+        // A schema that is not Avro is refused like an unknown one.
+        block_on(r.fetch(43)).unwrap();
         assert_eq!(
-            wire::decode_event(&wire::confluent(7, b"x"), &r)
+            wire::decode_event(&wire::confluent(43, b"x"), &r)
                 .unwrap_err()
                 .class(),
             "unknown_schema"
         );
-        assert_eq!(
-            wire::decode_event(&wire::confluent(500, b"x"), &r)
-                .unwrap_err()
-                .class(),
-            "registry"
+        // A registry in trouble: no answer, the record waits.
+        assert!(block_on(r.fetch(500)).is_err());
+        assert!(matches!(
+            wire::decode_event(&wire::confluent(500, b"x"), &r),
+            Err(DecodeError::Pending(500))
+        ));
+        let down = Registry::new(
+            settings("http://127.0.0.1:9", RawSettings::default()),
+            LocalSchemas::ours().unwrap(),
+        )
+        .unwrap();
+        assert!(block_on(down.fetch(42)).is_err());
+    }
+
+    #[test]
+    fn credentials_are_sent_and_never_shown() {
+        let (url, _, auth) = fake_registry();
+        let with_user = url.replace("http://", "http://reader:s3cret-pw@");
+        let s = settings(&with_user, RawSettings::default());
+        assert_eq!(s.display_url(), url, "the URL keeps no credentials");
+        assert!(!format!("{s:?}").contains("s3cret-pw"));
+        let r = Registry::new(s, LocalSchemas::ours().unwrap()).unwrap();
+        let err = block_on(r.fetch(500)).unwrap_err().to_string();
+        assert!(!err.contains("s3cret-pw"), "{err}");
+        assert!(auth.lock().unwrap()[0].starts_with("Basic "));
+
+        let token = settings(
+            &url,
+            RawSettings {
+                schema_registry_token: Some("tok-123".into()),
+                ..RawSettings::default()
+            },
         );
-        let down = Registry::new("http://127.0.0.1:9", LocalSchemas::ours().unwrap());
-        assert_eq!(down.by_id(42).unwrap_err().class(), "registry");
+        let r = Registry::new(token, LocalSchemas::ours().unwrap()).unwrap();
+        block_on(r.fetch(42)).unwrap();
+        assert_eq!(auth.lock().unwrap()[1], "Bearer tok-123");
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let s = settings(
+            "https://registry:8081",
+            RawSettings {
+                schema_registry_ca_file: Some(ca),
+                ..RawSettings::default()
+            },
+        );
+        assert!(Registry::new(s, LocalSchemas::ours().unwrap()).is_err());
     }
 }

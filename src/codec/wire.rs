@@ -121,7 +121,7 @@ pub fn decode_event(
             Some(writer) => avro::decode_event(body, Some(&writer)),
             None => Err(DecodeError::UnknownSchema(format!(
                 "fingerprint {}",
-                crate::audit::hex(&fingerprint)
+                crate::model::hex(&fingerprint)
             ))),
         },
     }
@@ -144,7 +144,7 @@ pub fn decode_consent(
             Some(writer) => avro::decode_consent(body, Some(&writer)),
             None => Err(DecodeError::UnknownSchema(format!(
                 "fingerprint {}",
-                crate::audit::hex(&fingerprint)
+                crate::model::hex(&fingerprint)
             ))),
         },
     }
@@ -171,7 +171,7 @@ pub fn single_object(schema: &Schema, datum: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generate;
+    use crate::demo::generate;
 
     fn event() -> DataSharingEvent {
         generate::events(&generate::Options::default(), 1)

@@ -5,10 +5,10 @@ use crate::cli::RunArgs;
 use anyhow::{Context, Result};
 use shareaudit::audit::Engine;
 use shareaudit::codec::registry::Registry;
-use shareaudit::codec::wire::{LocalSchemas, SchemaLookup};
+use shareaudit::codec::wire::LocalSchemas;
 use shareaudit::config::{RawSettings, Settings};
+use shareaudit::daemon::{self, Daemon, Schemas};
 use shareaudit::model::{PolicyVersion, Timestamp};
-use shareaudit::pipeline::{Control, Pipeline};
 use shareaudit::policy::format_finding;
 use shareaudit::telemetry::{Metrics, http};
 use std::sync::Arc;
@@ -42,11 +42,14 @@ fn check(settings: &Settings, policy: &str, version: &PolicyVersion) -> Result<i
         eprintln!("shareaudit run --check: {e:#}");
         return Ok(INPUT_ERROR);
     }
-    let config = shareaudit::kafka::client_config(settings);
-    let clients = config
+    let clients = shareaudit::kafka::consumer_config(settings)
         .create::<rdkafka::consumer::BaseConsumer>()
         .map(drop)
-        .and_then(|()| config.create::<rdkafka::producer::BaseProducer>().map(drop));
+        .and_then(|()| {
+            shareaudit::kafka::producer_config(settings)
+                .create::<rdkafka::producer::BaseProducer>()
+                .map(drop)
+        });
     if let Err(e) = clients {
         eprintln!("shareaudit run --check: librdkafka properties: {e}");
         return Ok(INPUT_ERROR);
@@ -67,7 +70,7 @@ fn check(settings: &Settings, policy: &str, version: &PolicyVersion) -> Result<i
 }
 
 /// Our schemas, ids mapped to schema files, and the registry if configured.
-pub fn schemas(settings: &Settings) -> Result<Box<dyn SchemaLookup + Send>> {
+pub fn schemas(settings: &Settings) -> Result<Schemas> {
     let mut local = LocalSchemas::ours()?;
     for (id, path) in &settings.schema_ids {
         let text = std::fs::read_to_string(path)
@@ -76,19 +79,10 @@ pub fn schemas(settings: &Settings) -> Result<Box<dyn SchemaLookup + Send>> {
             .with_context(|| format!("schema id {id}: {}", path.display()))?;
         local.add_id(*id, Arc::new(schema));
     }
-    Ok(match &settings.schema_registry_url {
-        Some(url) => Box::new(Registry::new(url, local)),
-        None => Box::new(local),
+    Ok(match &settings.schema_registry {
+        Some(r) => Schemas::registry(Registry::new(r.clone(), local).map_err(anyhow::Error::msg)?),
+        None => Schemas::local(local),
     })
-}
-
-/// SIGTERM and SIGINT stop (drain, commit, exit 0); SIGHUP reloads the policy.
-pub fn signals(control: &Control) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    signal_hook::flag::register(SIGTERM, Arc::clone(&control.shutdown))?;
-    signal_hook::flag::register(SIGINT, Arc::clone(&control.shutdown))?;
-    signal_hook::flag::register(SIGHUP, Arc::clone(&control.reload))?;
-    Ok(())
 }
 
 pub fn run(args: &RunArgs) -> Result<i32> {
@@ -98,7 +92,10 @@ pub fn run(args: &RunArgs) -> Result<i32> {
             .with_context(|| format!("cannot read settings {}", p.display()))?;
         file = file.merge(RawSettings::from_yaml(&text, &p.display().to_string())?);
     }
-    let settings = match Settings::from_raw(file.merge(args.to_raw())) {
+    let raw = file
+        .merge(RawSettings::secrets_from_env())
+        .merge(args.to_raw());
+    let settings = match Settings::from_raw(raw) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("shareaudit run: {e}");
@@ -120,17 +117,14 @@ pub fn run(args: &RunArgs) -> Result<i32> {
         return check(&settings, &name, &loaded.policy.version);
     }
     let metrics = Arc::new(Metrics::new()?);
-    let control = Control::default();
-    signals(&control)?;
-    let server = http::Server::start(
-        &settings.listen,
-        Arc::clone(&metrics),
-        Arc::clone(&control.ready),
-    )
-    .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    tracing::info!(listen = %server.addr, brokers = %settings.brokers, group = %settings.group_id, "shareaudit running");
+    let listener = http::bind(&settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, brokers = %settings.brokers, group = %settings.group_id, "shareaudit running");
     let engine = Engine::new(Arc::new(loaded.policy), &key);
-    let lookup = schemas(&settings)?;
-    Pipeline::new(settings, engine, lookup, metrics, control)?.run()?;
+    let schemas = schemas(&settings)?;
+    let daemon = Daemon::new(settings, engine, schemas, metrics)
+        .with_http(listener)
+        .with_signals();
+    daemon::runtime()?.block_on(daemon.run(tokio_util::sync::CancellationToken::new()))?;
     Ok(OK)
 }

@@ -32,16 +32,6 @@ pub fn resident_id(s: &[u8], today: Date) -> bool {
     s[17].to_ascii_uppercase() == check
 }
 
-/// The birth date an ID number carries (for the minors rule and tests).
-pub fn resident_id_birth(s: &[u8]) -> Option<Date> {
-    let t = std::str::from_utf8(s.get(6..14)?).ok()?;
-    Date::ymd(
-        t[..4].parse().ok()?,
-        t[4..6].parse().ok()?,
-        t[6..].parse().ok()?,
-    )
-}
-
 /// ISO/IEC 7812-1 Luhn over ASCII digits.
 pub fn luhn(s: &[u8]) -> bool {
     if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
@@ -208,10 +198,6 @@ mod tests {
         assert!(
             !resident_id(b"110105202802290011", today()),
             "born in the future"
-        );
-        assert_eq!(
-            resident_id_birth(b"110105201203150011"),
-            Date::ymd(2012, 3, 15)
         );
     }
 

@@ -33,11 +33,21 @@ pub struct Topology {
 
 /// Creates the recipient-rate topic unless it exists. `retention_ms` must
 /// cover the windows a new owner of a partition replays.
-pub fn ensure_rate_topic(settings: &Settings, retention_ms: i64) -> Result<Topology, KafkaError> {
+pub async fn ensure_rate_topic(
+    settings: &Settings,
+    retention_ms: i64,
+) -> Result<Topology, KafkaError> {
     let admin: AdminClient<DefaultClientContext> = super::client_config(settings).create()?;
+    // Metadata look-ups block: off the runtime's workers.
+    let (n, rate) = tokio::task::block_in_place(|| {
+        Ok::<_, KafkaError>((
+            partitions(&admin, &settings.topics.events)?,
+            partitions(&admin, &settings.topics.recipient_rate)?,
+        ))
+    })?;
     let topic = settings.topics.recipient_rate.as_str();
-    let n = partitions(&admin, &settings.topics.events)?.unwrap_or(1);
-    if let Some(rate) = partitions(&admin, topic)? {
+    let n = n.unwrap_or(1);
+    if let Some(rate) = rate {
         tracing::debug!(topic, partitions = rate, "recipient-rate topic present");
         return Ok(Topology {
             event_partitions: n,
@@ -49,7 +59,7 @@ pub fn ensure_rate_topic(settings: &Settings, retention_ms: i64) -> Result<Topol
         .set("retention.ms", &retention)
         .set("cleanup.policy", "delete");
     let opts = AdminOptions::new().operation_timeout(Some(TIMEOUT));
-    let results = futures::executor::block_on(admin.create_topics([&new], &opts))?;
+    let results = admin.create_topics([&new], &opts).await?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

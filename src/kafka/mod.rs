@@ -1,19 +1,27 @@
 //! Kafka: where records come from and where verdicts go. Only this module
-//! knows librdkafka; the pipeline speaks of records, outputs and
+//! knows librdkafka; the daemon speaks of records, outputs and
 //! acknowledgements.
 //!
-//! - [`source`]: the consumer-group member (manual offset commits of the
-//!   contiguous acknowledged prefix; on revoke: drain, commit, let go).
-//! - [`sink`]: the idempotent producer (`acks=all`) whose delivery reports
-//!   acknowledge or fail outputs in the [`Progress`].
-//! - [`consent`]: reads the compacted consent topic into the table.
+//! - [`source`]: the consumer-group member, a `StreamConsumer` on tokio
+//!   (manual commits of the contiguous acknowledged prefix; on revoke:
+//!   drain, commit, let go).
+//! - [`sink`]: the producer (`acks=all`) whose delivery reports acknowledge
+//!   or fail outputs in the [`Progress`].
+//! - [`consent`]: reads the compacted consent topic.
+//! - [`restore`]: reads one partition from its start to its end (the rate
+//!   stage's windows).
+//! - [`admin`]: creates the recipient-rate topic.
+//! - [`embedded`]: librdkafka's mock cluster, the demo's Kafka.
+//! - [`plain`]: a producer of generated traffic (the demo, `generate --brokers`).
 //! - [`watermark`]: the per-partition commit watermark.
 
 pub mod admin;
 pub mod consent;
+pub mod embedded;
+pub mod plain;
+pub mod restore;
 pub mod sink;
 pub mod source;
-pub mod traffic;
 pub mod watermark;
 
 use crate::config::Settings;
@@ -22,10 +30,10 @@ use rdkafka::ClientConfig;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use watermark::Watermark;
+use watermark::{Watermark, WatermarkError};
 
-/// A record of the event topic, owned (no librdkafka buffer is held while
-/// its outputs are in flight).
+/// A record of a topic, owned (no librdkafka buffer is held while its
+/// outputs are in flight).
 #[derive(Debug, Clone)]
 pub struct Record {
     pub topic: String,
@@ -33,7 +41,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    /// The record's own headers, carried into a dead letter.
+    /// The record's own headers, carried into a dead letter. A name that is
+    /// not UTF-8 keeps its valid parts, its other bytes written `\xNN`.
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
@@ -46,7 +55,7 @@ pub struct Ticket {
     pub occurred_at_ms: Option<i64>,
 }
 
-/// A record to produce: a violation or a dead letter.
+/// A record to produce: a violation, a dead letter, a candidate, a report.
 #[derive(Debug, Clone)]
 pub struct Output {
     pub topic: String,
@@ -59,15 +68,20 @@ pub struct Output {
 
 /// An output whose delivery failed, to be sent again.
 #[derive(Debug, Clone)]
-pub struct Retry {
-    pub ticket: Ticket,
-    pub output: Output,
+struct Retry {
+    ticket: Ticket,
+    output: Output,
 }
 
-/// What the consumer thread and the producer's delivery reports share.
+/// What a stage's task, the consumer's rebalance callbacks and the
+/// producer's delivery reports share: the watermarks of one topic's
+/// partitions. Only `kafka` changes them; a stage asks through methods.
 pub struct Progress {
     marks: Mutex<Marks>,
+    /// For the rebalance callback, which waits synchronously.
     changed: Condvar,
+    /// For the stage's task, which waits on the runtime.
+    notify: tokio::sync::Notify,
     pub metrics: Arc<Metrics>,
     /// The topic whose partitions these are (metric labels).
     pub topic: String,
@@ -75,18 +89,93 @@ pub struct Progress {
 
 #[derive(Default)]
 pub struct Marks {
-    pub by_partition: BTreeMap<i32, Watermark>,
+    by_partition: BTreeMap<i32, Watermark>,
     /// The last offset committed, per partition.
-    pub committed: BTreeMap<i32, i64>,
-    pub retries: Vec<Retry>,
+    committed: BTreeMap<i32, i64>,
+    retries: Vec<Retry>,
     /// Partitions assigned (true) or revoked (false) since the owner last
     /// looked, in order; for stages that keep state per partition.
-    pub rebalances: Vec<(i32, bool)>,
+    rebalances: Vec<(i32, bool)>,
 }
 
 impl Marks {
+    /// Records read whose outputs are not all acknowledged.
     pub fn in_flight(&self) -> usize {
         self.by_partition.values().map(Watermark::in_flight).sum()
+    }
+
+    /// Every output sent is acknowledged, on every partition (held records aside).
+    pub fn drained(&self) -> bool {
+        self.by_partition.values().all(Watermark::is_drained)
+    }
+
+    /// Every output sent for `partition` is acknowledged.
+    pub fn partition_drained(&self, partition: i32) -> bool {
+        self.by_partition
+            .get(&partition)
+            .is_none_or(Watermark::is_drained)
+    }
+
+    /// Records of `partition` in flight.
+    pub fn partition_in_flight(&self, partition: i32) -> usize {
+        self.by_partition
+            .get(&partition)
+            .map_or(0, Watermark::in_flight)
+    }
+
+    /// The latest event time behind `partition`'s watermark.
+    pub fn done_time(&self, partition: i32) -> Option<i64> {
+        self.by_partition
+            .get(&partition)
+            .and_then(Watermark::done_time)
+    }
+
+    /// Whether anything of `partition` was read in this assignment.
+    pub fn knows(&self, partition: i32) -> bool {
+        self.by_partition.contains_key(&partition)
+    }
+
+    /// The last offset begun on `partition`.
+    pub fn last_begun(&self, partition: i32) -> Option<i64> {
+        self.by_partition
+            .get(&partition)
+            .and_then(Watermark::last_begun)
+    }
+
+    /// A record was read and produces `outputs` outputs (`Watermark::begin_timed`).
+    pub fn begin(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        outputs: u32,
+        time: Option<i64>,
+    ) -> Result<(), WatermarkError> {
+        self.by_partition
+            .entry(partition)
+            .or_default()
+            .begin_timed(offset, outputs, time)
+    }
+
+    /// A record was read whose outputs are decided later (`Watermark::begin_held`).
+    pub fn begin_held(&mut self, partition: i32, offset: i64) -> Result<(), WatermarkError> {
+        self.by_partition
+            .entry(partition)
+            .or_default()
+            .begin_held(offset)
+    }
+
+    /// A held record was decided (`Watermark::release`). `Ok(false)`: the
+    /// partition was revoked meanwhile (the next owner judges it again).
+    pub fn release(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        outputs: u32,
+    ) -> Result<bool, WatermarkError> {
+        match self.by_partition.get_mut(&partition) {
+            Some(w) => w.release(offset, outputs).map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// Partitions whose watermark passed their last commit: (partition, offset to commit).
@@ -100,6 +189,25 @@ impl Marks {
             })
             .collect()
     }
+
+    /// The last commit of each partition.
+    pub fn committed(&self) -> &BTreeMap<i32, i64> {
+        &self.committed
+    }
+
+    /// Partitions assigned (true) or revoked (false) since the last call.
+    pub fn take_rebalances(&mut self) -> Vec<(i32, bool)> {
+        std::mem::take(&mut self.rebalances)
+    }
+
+    /// A partition left: its watermark, commit and failed outputs go (the
+    /// next owner reads those records again).
+    fn forget(&mut self, partition: i32) {
+        self.by_partition.remove(&partition);
+        self.committed.remove(&partition);
+        self.rebalances.push((partition, false));
+        self.retries.retain(|r| r.ticket.partition != partition);
+    }
 }
 
 impl Progress {
@@ -107,13 +215,14 @@ impl Progress {
         Progress {
             marks: Mutex::new(Marks::default()),
             changed: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
             metrics,
             topic: topic.to_owned(),
         }
     }
 
     /// Offsets the broker took as committed.
-    pub fn committed(&self, offsets: &[(i32, i64)]) {
+    fn committed(&self, offsets: &[(i32, i64)]) {
         let mut marks = self.lock();
         for &(p, o) in offsets {
             marks.committed.insert(p, o);
@@ -124,7 +233,7 @@ impl Progress {
         }
     }
 
-    pub fn set_lag(&self, partition: i32, lag: i64) {
+    fn set_lag(&self, partition: i32, lag: i64) {
         self.metrics
             .lag
             .with_label_values(&[&self.topic, &partition.to_string()])
@@ -132,13 +241,13 @@ impl Progress {
     }
 
     /// A partition left this replica: its series go with it.
-    pub fn forget_partition(&self, partition: i32) {
+    fn forget_partition(&self, partition: i32) {
         let labels = [self.topic.as_str(), &partition.to_string()];
         let _ = self.metrics.lag.remove_label_values(&labels);
         let _ = self.metrics.committed_offset.remove_label_values(&labels);
     }
 
-    pub fn set_assigned(&self, n: usize) {
+    fn set_assigned(&self, n: usize) {
         self.metrics
             .assigned_partitions
             .with_label_values(&[&self.topic])
@@ -149,12 +258,15 @@ impl Progress {
         self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes whoever waits for the marks to change.
     pub fn notify(&self) {
         self.changed.notify_all();
+        self.notify.notify_waiters();
     }
 
-    /// Waits until `done` holds or `deadline` passes; true if it holds.
-    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut(&Marks) -> bool) -> bool {
+    /// Waits (blocking the thread) until `done` holds or `deadline` passes;
+    /// true if it holds. For the rebalance callback.
+    fn wait_until(&self, deadline: Instant, mut done: impl FnMut(&Marks) -> bool) -> bool {
         let mut marks = self.lock();
         loop {
             if done(&marks) {
@@ -172,18 +284,75 @@ impl Progress {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
     }
+
+    /// Waits on the runtime until `done` holds or `deadline` passes; true if it holds.
+    pub async fn settled(
+        &self,
+        deadline: tokio::time::Instant,
+        mut done: impl FnMut(&Marks) -> bool,
+    ) -> bool {
+        loop {
+            let notified = self.notify.notified();
+            if done(&self.lock()) {
+                return true;
+            }
+            // Delivery reports notify; a short tick covers a missed wake-up.
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            let _ = tokio::time::timeout_at(tick, notified).await;
+            if tokio::time::Instant::now() >= deadline {
+                return done(&self.lock());
+            }
+        }
+    }
 }
 
 /// A message's headers, owned (values of null headers become empty).
-pub fn owned_headers<M: rdkafka::Message>(msg: &M) -> Vec<(String, Vec<u8>)> {
-    use rdkafka::message::Headers;
-    msg.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
-                .collect()
-        })
-        .unwrap_or_default()
+/// Read through librdkafka's C API: rdkafka's own accessor panics on a
+/// header name that is not UTF-8, and any producer can write one. Such a
+/// name keeps its valid parts, its other bytes written `\xNN`.
+pub(crate) fn headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::bindings as rd;
+    use std::ffi::CStr;
+    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `msg.ptr()` is a live message for the borrow; its headers
+    // belong to it and are only read here, within that borrow.
+    let err = unsafe { rd::rd_kafka_message_headers(msg.ptr(), &mut hdrs) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    let n = unsafe { rd::rd_kafka_header_cnt(hdrs) };
+    let mut out = Vec::with_capacity(n);
+    for idx in 0..n {
+        let mut name = std::ptr::null();
+        let mut value = std::ptr::null();
+        let mut size = 0usize;
+        // SAFETY: `idx` < count; the pointers stay valid while `msg` is borrowed.
+        let err =
+            unsafe { rd::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            continue;
+        }
+        let name = unsafe { CStr::from_ptr(name) }.to_bytes();
+        let value = if value.is_null() {
+            Vec::new()
+        } else {
+            unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec()
+        };
+        out.push((escape_name(name), value));
+    }
+    out
+}
+
+/// A header name as text: valid UTF-8 as it is, other bytes as `\xNN`.
+pub fn escape_name(name: &[u8]) -> String {
+    let mut s = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    s
 }
 
 /// Sets `key` unless the operator's passthrough already did.
@@ -193,15 +362,42 @@ pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     }
 }
 
-/// The librdkafka configuration common to shareaudit's clients: the brokers,
-/// then the operator's passthrough (TLS, SASL, tuning).
+/// The librdkafka configuration common to shareaudit's clients: the
+/// brokers, then the operator's passthrough (TLS, SASL, tuning) meant for
+/// both kinds of client (keys without a `consumer.` or `producer.` prefix).
 pub fn client_config(settings: &Settings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.brokers);
     for (k, v) in &settings.librdkafka {
-        c.set(k, v);
+        if !k.starts_with(CONSUMER) && !k.starts_with(PRODUCER) {
+            c.set(k, v);
+        }
     }
     c
+}
+
+const CONSUMER: &str = "consumer.";
+const PRODUCER: &str = "producer.";
+
+fn with_prefixed(settings: &Settings, prefix: &str) -> ClientConfig {
+    let mut c = client_config(settings);
+    for (k, v) in &settings.librdkafka {
+        if let Some(k) = k.strip_prefix(prefix) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+/// A consumer's configuration: `client_config`, then the passthrough keys
+/// prefixed `consumer.` (`-X consumer.fetch.wait.max.ms=10`), unprefixed.
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    with_prefixed(settings, CONSUMER)
+}
+
+/// A producer's configuration: `client_config`, then the keys prefixed `producer.`.
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    with_prefixed(settings, PRODUCER)
 }
 
 /// An error librdkafka reported for a client as a whole (not a record's):

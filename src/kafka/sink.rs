@@ -116,7 +116,7 @@ impl ProducerContext for SinkContext {
                 if let Some(w) = marks.by_partition.get_mut(&ticket.partition)
                     && w.fail(ticket.offset).is_ok()
                 {
-                    let headers = super::owned_headers(msg);
+                    let headers = super::headers(msg);
                     let output = Output {
                         topic: msg.topic().to_owned(),
                         key: msg.key().map(<[u8]>::to_vec),
@@ -200,7 +200,7 @@ impl Default for Backoff {
 
 impl Sink {
     pub fn new(settings: &Settings, progress: Arc<Progress>) -> Result<Sink, KafkaError> {
-        let mut config = super::client_config(settings);
+        let mut config = super::producer_config(settings);
         config.set("acks", "all");
         // Not idempotent by default: an alert written twice is harmless
         // (same alert_id), one dropped is not. Two brokers of the tests
@@ -229,12 +229,20 @@ impl Sink {
         })
     }
 
+    /// The round of repairs a stage runs now and then: a broken producer
+    /// replaced (`recover`), then failed outputs sent again when the backoff
+    /// says so (`resend_failed`).
+    pub fn retry(&mut self) {
+        self.recover();
+        self.resend_failed();
+    }
+
     /// An idempotent producer that hit a fatal error, or that the broker
     /// fenced or whose sequence broke, refuses everything from then on;
     /// librdkafka's answer is a new producer. The old one's queued outputs
     /// fail as purged and are retried through the new one. Checked before
     /// each round of retries.
-    pub fn recover(&mut self) {
+    fn recover(&mut self) {
         let fatal = self.producer.client().fatal_error();
         if fatal.is_none() && !self.broken.load(Ordering::Relaxed) {
             return;
@@ -289,7 +297,7 @@ impl Sink {
     }
 
     /// Sends every failed output again, when the backoff says so.
-    pub fn resend_failed(&self) {
+    fn resend_failed(&self) {
         {
             let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
             if self.progress.lock().retries.is_empty() {
@@ -317,7 +325,7 @@ impl Sink {
     /// Enqueues one output; waits while librdkafka's queue is full (that is
     /// the backpressure of a slow alert topic). Other enqueue errors are
     /// returned: the caller fails the output and retries it.
-    pub fn send(&self, out: &Output, ticket: Ticket) -> Result<(), KafkaError> {
+    fn send(&self, out: &Output, ticket: Ticket) -> Result<(), KafkaError> {
         let (topic, key, payload, headers) = (
             out.topic.as_str(),
             out.key.as_deref(),
@@ -356,10 +364,6 @@ impl Sink {
     /// Waits for everything enqueued to be delivered (or `timeout`).
     pub fn flush(&self, timeout: Duration) {
         let _ = self.producer.flush(timeout);
-    }
-
-    pub fn in_queue(&self) -> i32 {
-        self.producer.in_flight_count()
     }
 }
 

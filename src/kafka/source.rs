@@ -1,28 +1,41 @@
-//! The consumer-group member for the event topic. Offsets are never
-//! auto-committed nor auto-stored: the pipeline commits the watermark (the
-//! contiguous prefix whose outputs the broker acknowledged). On revoke the
-//! member waits for that prefix to cover what it read (within a deadline
-//! shorter than the session timeout), commits it synchronously, then lets go.
+//! The consumer-group member of a stage: a `StreamConsumer` awaited on the
+//! runtime. Offsets are never auto-committed nor auto-stored: the stage
+//! commits the watermark (the contiguous prefix whose outputs the broker
+//! acknowledged). On revoke the member waits for that prefix to cover what
+//! it read (within a deadline shorter than the session timeout), commits it
+//! synchronously, then lets go.
+//!
+//! Rebalance callbacks run inside `recv`, on the stage's task; the wait on
+//! revoke blocks that thread (`block_in_place` hands the worker's other
+//! tasks to another thread), while the producer's own thread delivers the
+//! acknowledgements it waits for.
 
 use super::{Progress, Record};
 use crate::config::Settings;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct SourceContext {
     progress: Arc<Progress>,
     topic: String,
     drain_timeout: Duration,
-    /// Whether fetching is paused (`Source::set_paused`). librdkafka keeps a
-    /// partition's pause through revoke and re-assign, so every assignment
-    /// is set to this: a partition paused when it moved away, and back after
-    /// a resume, would otherwise never be fetched again.
+    /// Whether fetching is paused as a whole (backpressure, drain).
+    /// librdkafka keeps a partition's pause through revoke and re-assign, so
+    /// every assignment is set to this: a partition paused when it moved
+    /// away, and back after a resume, would otherwise never be fetched again.
     paused: AtomicBool,
+    /// Partitions the stage holds on their own (a record waits for its
+    /// writer schema): paused whatever `paused` says; forgotten on revoke.
+    held: Mutex<BTreeSet<i32>>,
 }
 
 impl ClientContext for SourceContext {
@@ -31,7 +44,21 @@ impl ClientContext for SourceContext {
     }
 }
 
+/// Runs a blocking wait without starving the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 impl SourceContext {
+    fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Commits what the watermark allows for `partitions`, synchronously.
     fn commit(&self, consumer: &BaseConsumer<Self>, partitions: &[i32]) {
         let to_commit: Vec<(i32, i64)> = self
@@ -69,10 +96,10 @@ impl ConsumerContext for SourceContext {
             .map(|e| e.partition())
             .collect();
         let deadline = Instant::now() + self.drain_timeout;
-        let drained = self.progress.wait_until(deadline, |m| {
-            partitions
-                .iter()
-                .all(|p| m.by_partition.get(p).is_none_or(|w| w.is_drained()))
+        let drained = blocking(|| {
+            self.progress.wait_until(deadline, |m| {
+                partitions.iter().all(|p| m.partition_drained(*p))
+            })
         });
         if !drained {
             tracing::warn!(
@@ -80,19 +107,15 @@ impl ConsumerContext for SourceContext {
                 "revoke: outputs still unacknowledged at the deadline; committing the acknowledged prefix only"
             );
         }
-        self.commit(consumer, &partitions);
+        blocking(|| self.commit(consumer, &partitions));
         let mut marks = self.progress.lock();
+        let mut held = self.held();
         for p in &partitions {
-            marks.by_partition.remove(p);
-            marks.committed.remove(p);
-            marks.rebalances.push((*p, false));
+            marks.forget(*p);
+            held.remove(p);
             self.progress.forget_partition(*p);
         }
-        // Failed outputs of revoked partitions: the next owner re-reads those records.
-        marks
-            .retries
-            .retain(|r| !partitions.contains(&r.ticket.partition));
-        tracing::info!(?partitions, drained, "partitions revoked");
+        tracing::info!(topic = %self.topic, ?partitions, drained, "partitions revoked");
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -119,20 +142,22 @@ impl ConsumerContext for SourceContext {
 }
 
 pub struct Source {
-    consumer: BaseConsumer<SourceContext>,
+    consumer: StreamConsumer<SourceContext>,
     topic: String,
 }
 
 impl Source {
     /// A member of `group` reading `topic` (the event topic in the group
     /// `settings.group_id`, or the recipient-rate topic in its own group).
+    /// Made within a tokio runtime's context: the consumer keeps a wake-up
+    /// task there.
     pub fn new(
         settings: &Settings,
         topic: &str,
         group: &str,
         progress: Arc<Progress>,
     ) -> Result<Source, KafkaError> {
-        let mut c = super::client_config(settings);
+        let mut c = super::consumer_config(settings);
         c.set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
@@ -144,8 +169,9 @@ impl Source {
             topic: topic.to_owned(),
             drain_timeout: settings.drain_timeout,
             paused: AtomicBool::new(false),
+            held: Mutex::new(BTreeSet::new()),
         };
-        let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
+        let consumer: StreamConsumer<SourceContext> = c.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(Source {
             consumer,
@@ -153,38 +179,50 @@ impl Source {
         })
     }
 
-    /// The next record, owned; `None` when nothing came within `timeout`.
-    /// Rebalance callbacks run inside this call.
-    pub fn poll(&self, timeout: Duration) -> Option<Result<Record, KafkaError>> {
-        let msg = match self.consumer.poll(timeout)? {
-            Ok(m) => m,
-            Err(e) => return Some(Err(e)),
-        };
-        let headers = super::owned_headers(&msg);
-        Some(Ok(Record {
+    /// The next record, owned. Rebalance callbacks run inside this call;
+    /// while fetching is paused it serves them and returns nothing.
+    pub async fn recv(&self) -> Result<Record, KafkaError> {
+        let msg = self.consumer.recv().await?;
+        Ok(Record {
             topic: msg.topic().to_owned(),
             partition: msg.partition(),
             offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
-            headers,
-        }))
+            headers: super::headers(&msg),
+        })
+    }
+
+    /// `recv` within `timeout`, blocking the calling thread: for tests
+    /// that drive members by hand, outside any task.
+    pub fn poll(&self, timeout: Duration) -> Option<Result<Record, KafkaError>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut fut = std::pin::pin!(self.recv());
+            let waker = futures::task::noop_waker();
+            let mut cx = std::task::Context::from_waker(&waker);
+            if let std::task::Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
+                return Some(r);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Commits offsets (next to read) asynchronously or synchronously.
-    pub fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), KafkaError> {
+    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), KafkaError> {
         let mut tpl = TopicPartitionList::new();
         for (p, o) in offsets {
             tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
         }
-        self.consumer.commit(
-            &tpl,
-            if sync {
-                CommitMode::Sync
-            } else {
-                CommitMode::Async
-            },
-        )
+        let mode = if sync {
+            CommitMode::Sync
+        } else {
+            CommitMode::Async
+        };
+        blocking(|| self.consumer.commit(&tpl, mode))
     }
 
     /// Commits what the watermarks allow (and records it).
@@ -212,30 +250,60 @@ impl Source {
         }
     }
 
-    /// Stops (or resumes) fetching, for backpressure and shutdown; polling
-    /// goes on (heartbeats, rebalances).
+    /// Stops (or resumes) fetching as a whole, for backpressure and
+    /// shutdown; `recv` goes on serving heartbeats and rebalances. Held
+    /// partitions stay paused.
     pub fn set_paused(&mut self, pause: bool) {
         if pause == self.is_paused() {
             return;
         }
-        if let Ok(a) = self.consumer.assignment() {
-            let r = if pause {
-                self.consumer.pause(&a)
-            } else {
-                self.consumer.resume(&a)
-            };
-            if r.is_ok() {
-                // Partitions assigned from now on take the same state.
-                self.consumer
-                    .context()
-                    .paused
-                    .store(pause, Ordering::Relaxed);
+        let Ok(a) = self.consumer.assignment() else {
+            return;
+        };
+        let r = if pause {
+            self.consumer.pause(&a)
+        } else {
+            let held = self.consumer.context().held().clone();
+            let mut tpl = TopicPartitionList::new();
+            for e in a.elements() {
+                if !held.contains(&e.partition()) {
+                    tpl.add_partition(e.topic(), e.partition());
+                }
             }
+            self.consumer.resume(&tpl)
+        };
+        if r.is_ok() {
+            // Partitions assigned from now on take the same state.
+            self.consumer
+                .context()
+                .paused
+                .store(pause, Ordering::Relaxed);
         }
     }
 
     pub fn is_paused(&self) -> bool {
         self.consumer.context().paused.load(Ordering::Relaxed)
+    }
+
+    /// Holds one partition (or lets it go): its records wait, the others flow.
+    pub fn hold(&self, partition: i32, hold: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        let ctx = self.consumer.context();
+        let r = if hold {
+            ctx.held().insert(partition);
+            self.consumer.pause(&tpl)
+        } else {
+            ctx.held().remove(&partition);
+            if self.is_paused() {
+                Ok(())
+            } else {
+                self.consumer.resume(&tpl)
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(topic = %self.topic, partition, hold, error = %e, "could not hold or release a partition");
+        }
     }
 
     /// Partitions assigned now.
@@ -246,12 +314,36 @@ impl Source {
             .unwrap_or_default()
     }
 
-    /// The end offset of a partition (from the broker), for lag.
+    /// The end offset of a partition, for lag and idleness: librdkafka's
+    /// copy from its last fetch response (no round trip), else asked of
+    /// the broker.
     pub fn end_offset(&self, partition: i32) -> Option<i64> {
-        self.consumer
-            .fetch_watermarks(&self.topic, partition, Duration::from_secs(1))
-            .ok()
-            .map(|(_, high)| high)
+        if let Some(high) = self.cached_end(partition) {
+            return Some(high);
+        }
+        blocking(|| {
+            self.consumer
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(1))
+                .ok()
+                .map(|(_, high)| high)
+        })
+    }
+
+    fn cached_end(&self, partition: i32) -> Option<i64> {
+        use rdkafka::bindings as rd;
+        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: a live client, a NUL-terminated topic name, two out-parameters.
+        let err = unsafe {
+            rd::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                topic.as_ptr(),
+                partition,
+                &mut low,
+                &mut high,
+            )
+        };
+        (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
     }
 
     /// The group's committed offset for `partition` (`None`: no commit yet).
@@ -262,7 +354,7 @@ impl Source {
     ) -> Result<Option<i64>, KafkaError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, partition);
-        let got = self.consumer.committed_offsets(tpl, timeout)?;
+        let got = blocking(|| self.consumer.committed_offsets(tpl, timeout))?;
         Ok(
             match got
                 .find_partition(&self.topic, partition)

@@ -17,6 +17,17 @@ pub use violation::{PolicyVersion, Source, Violation};
 
 use std::fmt;
 
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// One thing wrong with a record, at a field path such as `data[2].category`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

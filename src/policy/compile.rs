@@ -354,7 +354,7 @@ fn compile(raw: &PolicyFile, text: &str, now: Timestamp, ck: &mut Check<'_>) -> 
     if raw.version.trim().is_empty() {
         ck.error("/version", "must not be empty");
     }
-    let hash = crate::audit::hex(&Sha256::digest(text.as_bytes()));
+    let hash = crate::model::hex(&Sha256::digest(text.as_bytes()));
     let version = PolicyVersion {
         version: raw.version.clone(),
         hash: format!("sha256:{}", &hash[..16]),

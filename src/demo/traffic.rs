@@ -2,12 +2,12 @@
 //! a rate, with poison records mixed in. For `shareaudit generate --brokers`,
 //! the demo and the end-to-end tests.
 
+use super::generate::{self, Generated, Options};
 use crate::codec::{avro, wire};
 use crate::config::Settings;
-use crate::generate::{self, Generated, Options};
-use rdkafka::ClientContext;
+pub use crate::kafka::plain::PlainError as TrafficError;
+use crate::kafka::plain::PlainProducer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -93,66 +93,21 @@ pub struct Produced {
     pub consent: AtomicU64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum TrafficError {
-    #[error(transparent)]
-    Kafka(#[from] KafkaError),
-    #[error(
-        "{0} generated records were not delivered (does the topic exist? see the warnings above)"
-    )]
-    Undelivered(u64),
-}
-
-/// Counts deliveries the broker did not acknowledge: generated traffic
-/// that silently failed to arrive would make every later check meaningless.
-#[derive(Default)]
-pub struct Deliveries {
-    pub failed: AtomicU64,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "generated record not delivered");
-        }
-    }
-}
-
 pub struct Traffic {
-    producer: ThreadedProducer<Deliveries>,
+    producer: PlainProducer,
     pub produced: Arc<Produced>,
 }
 
 impl Traffic {
     pub fn new(settings: &Settings) -> Result<Traffic, KafkaError> {
-        let mut c = super::client_config(settings);
-        c.set("enable.idempotence", "true").set("acks", "all");
-        super::set_default(&mut c, "linger.ms", "5");
         Ok(Traffic {
-            producer: c.create_with_context(Deliveries::default())?,
+            producer: PlainProducer::new(settings)?,
             produced: Arc::new(Produced::default()),
         })
     }
 
     fn send(&self, topic: &str, key: &str, payload: Option<&[u8]>) -> Result<(), KafkaError> {
-        loop {
-            let mut r = BaseRecord::to(topic).key(key);
-            if let Some(p) = payload {
-                r = r.payload(p);
-            }
-            match self.producer.send::<str, [u8]>(r) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    _,
-                )) => std::thread::sleep(Duration::from_millis(5)),
-                Err((e, _)) => return Err(e),
-            }
-        }
+        self.producer.send(topic, key, payload)
     }
 
     /// The pool's consent states, as JSON (compacted topic, key = user id).
@@ -238,10 +193,6 @@ impl Traffic {
 
     /// Waits for every record's delivery report; an error if any failed.
     pub fn flush(&self, timeout: Duration) -> Result<(), TrafficError> {
-        self.producer.flush(timeout)?;
-        match self.producer.context().failed.load(Ordering::Relaxed) {
-            0 => Ok(()),
-            n => Err(TrafficError::Undelivered(n)),
-        }
+        self.producer.flush(timeout)
     }
 }

@@ -1,0 +1,115 @@
+//! The consent task: the compacted consent topic into the consent table,
+//! read to its end before the event stage starts (`loaded`), then kept
+//! current. A record whose writer schema is not known yet waits while the
+//! registry is asked (consent records are never skipped for an outage); a
+//! record that cannot be decoded is counted and logged without its values.
+
+use super::{Schemas, SharedTable};
+use crate::codec::{DecodeError, wire};
+use crate::kafka::consent::{ConsentReader, ConsentRecord};
+use crate::telemetry::Metrics;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(
+    mut reader: ConsentReader,
+    table: SharedTable,
+    schemas: Schemas,
+    metrics: Arc<Metrics>,
+    loaded: watch::Sender<bool>,
+    stop: CancellationToken,
+) {
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        if !announced && reader.caught_up() {
+            announced = true;
+            let users = table.read().unwrap_or_else(|p| p.into_inner()).users();
+            tracing::info!(
+                users,
+                seconds = started.elapsed().as_secs_f64(),
+                "consent table loaded"
+            );
+            let _ = loaded.send(true);
+        }
+        let record = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = reader.next() => r,
+        };
+        match record {
+            Ok(r) => {
+                if !apply(&r, &table, &schemas, &metrics, &stop).await {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, topic = %reader.topic, "consent topic"),
+        }
+    }
+}
+
+/// Applies one record; false when stopped while it waited for its schema.
+async fn apply(
+    r: &ConsentRecord,
+    table: &SharedTable,
+    schemas: &Schemas,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) -> bool {
+    let outcome = match &r.payload {
+        None => {
+            if let Some(user) = r.key.as_deref().and_then(|k| std::str::from_utf8(k).ok()) {
+                table
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(user);
+            }
+            "tombstone"
+        }
+        Some(bytes) => loop {
+            match wire::decode_consent(bytes, schemas.lookup.as_ref()) {
+                Ok(state) => {
+                    table
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .upsert(state);
+                    break "ok";
+                }
+                Err(DecodeError::Pending(id)) if schemas.registry.is_some() => {
+                    let Some(registry) = &schemas.registry else {
+                        break "invalid";
+                    };
+                    let answered = crate::codec::registry::fetch_until_answered(
+                        registry,
+                        id,
+                        stop,
+                        |e, tries| {
+                            if tries.is_power_of_two() {
+                                tracing::warn!(schema_id = id, tries, error = %e, "schema registry unavailable; the consent topic waits");
+                            }
+                        },
+                    )
+                    .await;
+                    if !answered {
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        class = e.class(),
+                        partition = r.partition,
+                        offset = r.offset,
+                        "consent record skipped: cannot be decoded"
+                    );
+                    break "invalid";
+                }
+            }
+        },
+    };
+    metrics.consent_records.with_label_values(&[outcome]).inc();
+    metrics
+        .consent_users
+        .set(table.read().unwrap_or_else(|p| p.into_inner()).users() as i64);
+    true
+}

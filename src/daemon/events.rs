@@ -1,0 +1,322 @@
+//! The event stage: each record of the event topic decoded, judged against
+//! the policy in force and the consent table as of the event's time, and
+//! turned into outputs (alerts, a dead letter, a `volume.recipient_rate`
+//! candidate for the rate stage). Its progress in event time is reported to
+//! the rate stage at every commit interval.
+//!
+//! A record whose writer schema is not known yet holds its partition (and
+//! only it) while the registry is asked on the runtime, with backoff; the
+//! records read behind it wait in order and are judged when the answer
+//! comes.
+
+use super::Schemas;
+use super::SharedTable;
+use super::ordering::{KIND_HEADER, KIND_PROGRESS, ProgressReport};
+use super::outputs::{self, Timed};
+use super::stage::{Stage, StageIo};
+use crate::audit::{AuditContext, Engine};
+use crate::codec::{DecodeError, wire};
+use crate::kafka::admin::Topology;
+use crate::kafka::{Output, Record};
+use crate::model::{Source as EventSource, Timestamp};
+use crate::policy::Policy;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// A partition read to its end, with nothing in flight and nothing read for
+/// this long, is idle: its progress report holds no candidate back.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+pub struct EventStage {
+    pub(super) engine: Engine,
+    pub(super) table: SharedTable,
+    pub(super) schemas: Schemas,
+    pub(super) policy: watch::Receiver<Arc<Policy>>,
+    pub(super) topology: Topology,
+    /// Per assigned partition, when a record last came (or it was assigned).
+    pub(super) last_record: BTreeMap<i32, Instant>,
+    /// Held partitions: the records that wait for a writer schema, in order.
+    pub(super) waiting: BTreeMap<i32, VecDeque<Record>>,
+    /// Writer schemas being fetched, with the partitions that wait for each.
+    pub(super) fetching: BTreeMap<u32, BTreeSet<i32>>,
+    /// Where a fetch says it is done.
+    pub(super) wake: mpsc::UnboundedSender<u32>,
+    pub(super) stop: CancellationToken,
+}
+
+/// What became of a record.
+enum Judged {
+    Done,
+    /// Its writer schema must be fetched first.
+    Waits(u32),
+}
+
+impl Stage for EventStage {
+    fn record(&mut self, io: &mut StageIo, rec: Record) {
+        self.last_record.insert(rec.partition, Instant::now());
+        if let Some(queue) = self.waiting.get_mut(&rec.partition) {
+            if queue.back().is_none_or(|last| rec.offset > last.offset) {
+                queue.push_back(rec);
+            }
+            return;
+        }
+        if let Judged::Waits(id) = self.judge(io, &rec) {
+            self.hold(io, id, rec);
+        }
+    }
+
+    async fn rebalanced(&mut self, _io: &mut StageIo, changes: Vec<(i32, bool)>) {
+        for (p, assigned) in changes {
+            if assigned {
+                self.last_record.insert(p, Instant::now());
+            } else {
+                // Records waiting were never begun: the next owner reads them.
+                self.last_record.remove(&p);
+                self.waiting.remove(&p);
+                for waiting in self.fetching.values_mut() {
+                    waiting.remove(&p);
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, io: &mut StageIo) {
+        if self.policy.has_changed().unwrap_or(false) {
+            let policy = Arc::clone(&self.policy.borrow_and_update());
+            self.engine.set_policy(policy);
+        }
+        io.metrics
+            .in_flight
+            .set(io.progress.lock().in_flight() as i64);
+    }
+
+    fn committed(&mut self, io: &mut StageIo) {
+        self.report_progress(io);
+    }
+
+    fn woken(&mut self, io: &mut StageIo, id: u32) {
+        let Some(partitions) = self.fetching.remove(&id) else {
+            return;
+        };
+        for p in partitions {
+            let Some(mut queue) = self.waiting.remove(&p) else {
+                continue;
+            };
+            while let Some(rec) = queue.pop_front() {
+                if let Judged::Waits(next) = self.judge(io, &rec) {
+                    queue.push_front(rec);
+                    self.fetch(next, p);
+                    break;
+                }
+            }
+            if queue.is_empty() {
+                io.source.hold(p, false);
+                tracing::info!(
+                    partition = p,
+                    schema_id = id,
+                    "writer schema known; partition flows again"
+                );
+            } else {
+                self.waiting.insert(p, queue);
+            }
+        }
+    }
+
+    fn stopping(&mut self, io: &mut StageIo) {
+        io.metrics.ready.set(0);
+    }
+
+    fn stopped(&mut self, io: &mut StageIo) {
+        io.metrics
+            .in_flight
+            .set(io.progress.lock().in_flight() as i64);
+    }
+}
+
+impl EventStage {
+    /// Holds `rec`'s partition until schema `id` is known.
+    fn hold(&mut self, io: &mut StageIo, id: u32, rec: Record) {
+        tracing::warn!(
+            partition = rec.partition,
+            offset = rec.offset,
+            schema_id = id,
+            "writer schema not known yet; holding the partition while the registry is asked"
+        );
+        io.source.hold(rec.partition, true);
+        let p = rec.partition;
+        self.waiting.insert(p, VecDeque::from([rec]));
+        self.fetch(id, p);
+    }
+
+    /// Asks the registry for `id` on the runtime, unless that is under way.
+    fn fetch(&mut self, id: u32, partition: i32) {
+        let first = !self.fetching.contains_key(&id);
+        self.fetching.entry(id).or_default().insert(partition);
+        let (Some(registry), true) = (self.schemas.registry.clone(), first) else {
+            return;
+        };
+        let (wake, stop) = (self.wake.clone(), self.stop.clone());
+        tokio::spawn(async move {
+            let answered = crate::codec::registry::fetch_until_answered(
+                &registry,
+                id,
+                &stop,
+                |e, tries| {
+                    if tries.is_power_of_two() {
+                        tracing::warn!(schema_id = id, tries, error = %e, "schema registry unavailable; the partition waits");
+                    }
+                },
+            )
+            .await;
+            if answered {
+                let _ = wake.send(id);
+            }
+        });
+    }
+
+    /// Decodes, judges and sends the outputs of one record.
+    fn judge(&mut self, io: &mut StageIo, rec: &Record) -> Judged {
+        let started = Instant::now();
+        let payload = rec.payload.as_deref().unwrap_or_default();
+        let decoded = wire::decode_event(payload, self.schemas.lookup.as_ref());
+        let (settings, metrics) = (&*io.settings, &*io.metrics);
+        let mut out: Vec<Timed> = Vec::new();
+        let mut event_time = None;
+        match decoded {
+            Err(DecodeError::Pending(id)) if self.schemas.registry.is_some() => {
+                return Judged::Waits(id);
+            }
+            Err(e) => out.push((
+                outputs::dead_letter(settings, metrics, rec, e.class(), e.to_string()),
+                None,
+            )),
+            Ok(event) => {
+                event_time = Some(event.occurred_at.millis());
+                let ctx = AuditContext {
+                    detected_at: Timestamp::now(),
+                    source: Some(EventSource {
+                        topic: rec.topic.clone(),
+                        partition: rec.partition,
+                        offset: rec.offset,
+                    }),
+                };
+                let verdict = {
+                    let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+                    let state = table.as_of(&event.subject.user_id, event.occurred_at);
+                    self.engine.audit(&event, state, &ctx)
+                };
+                match verdict {
+                    Err(problems) => out.push((
+                        outputs::dead_letter(
+                            settings,
+                            metrics,
+                            rec,
+                            "invalid",
+                            format!("invalid record: {problems}"),
+                        ),
+                        None,
+                    )),
+                    Ok(verdict) => {
+                        outputs::verdict(
+                            settings,
+                            metrics,
+                            self.engine.policy(),
+                            &verdict,
+                            &mut out,
+                        );
+                        let outcome = if out.is_empty() { "clean" } else { "violation" };
+                        metrics.events.with_label_values(&[outcome]).inc();
+                        if let Some(c) = &verdict.rate_candidate {
+                            out.push((outputs::candidate(settings, c), None));
+                        }
+                    }
+                }
+            }
+        }
+        {
+            let mut marks = io.progress.lock();
+            if !marks.knows(rec.partition) {
+                tracing::info!(
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    "first record of the partition in this assignment"
+                );
+            }
+            if let Some(last) = marks.last_begun(rec.partition)
+                && rec.offset > last + 1
+            {
+                // Compaction and transaction markers make gaps; so does a broker that skips records.
+                tracing::warn!(
+                    partition = rec.partition,
+                    after = last,
+                    offset = rec.offset,
+                    "offsets skipped between two records read"
+                );
+            }
+            if let Err(e) = marks.begin(rec.partition, rec.offset, out.len() as u32, event_time) {
+                // A record read twice within one assignment: it was handled the first time.
+                tracing::warn!(error = %e, "record not begun");
+                return Judged::Done;
+            }
+        }
+        io.deliver(rec.partition, rec.offset, out);
+        io.metrics
+            .audit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Judged::Done
+    }
+
+    /// Tells the rate stage how far each partition of ours has come in
+    /// event time: every event up to the reported time has its candidate
+    /// acknowledged on the rate topic. A partition read to its end, with
+    /// nothing in flight and nothing read for a second, is idle and holds
+    /// nobody back.
+    fn report_progress(&mut self, io: &mut StageIo) {
+        let mut reports = Vec::new();
+        for (&p, last) in &self.last_record {
+            let (in_flight, done) = {
+                let marks = io.progress.lock();
+                (marks.partition_in_flight(p), marks.done_time(p))
+            };
+            let idle = in_flight == 0
+                && !io.source.is_paused()
+                && !self.waiting.contains_key(&p)
+                && last.elapsed() >= IDLE_AFTER
+                && io.source.at_end(p);
+            let time = if idle { Some(i64::MAX) } else { done };
+            if let Some(t) = time {
+                reports.push((p, t));
+            }
+        }
+        for output in progress_outputs(&io.settings.topics.recipient_rate, self.topology, &reports)
+        {
+            io.sink.send_untracked(&output);
+        }
+    }
+}
+
+/// The progress reports of one replica, to every partition of the rate topic.
+fn progress_outputs(topic: &str, topology: Topology, reports: &[(i32, i64)]) -> Vec<Output> {
+    let mut out = Vec::with_capacity(reports.len() * topology.rate_partitions);
+    for &(source_partition, event_time) in reports {
+        let payload = ProgressReport {
+            source_partition,
+            event_time,
+            sources: topology.event_partitions,
+        }
+        .encode();
+        for q in 0..topology.rate_partitions {
+            out.push(Output {
+                topic: topic.to_owned(),
+                key: None,
+                payload: payload.clone(),
+                headers: vec![(KIND_HEADER.to_owned(), KIND_PROGRESS.as_bytes().to_vec())],
+                partition: Some(q as i32),
+            });
+        }
+    }
+    out
+}
