@@ -43,3 +43,6 @@ pub mod model;
 pub mod policy;
 pub mod policytest;
 pub mod telemetry;
+
+#[cfg(test)]
+mod layers;

@@ -71,6 +71,11 @@ struct Running {
 }
 
 fn start(c: &Cluster) -> Running {
+    start_with(c, None)
+}
+
+/// The daemon, with writer schemas from `registry` (a registry's URL) beside our own.
+fn start_with(c: &Cluster, registry: Option<&str>) -> Running {
     // The daemon's log, shown for a failing test.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("SHAREAUDIT_LOG").unwrap_or_else(|_| "info".into()))
@@ -97,14 +102,23 @@ fn start(c: &Cluster) -> Running {
         }
     };
     let engine = Engine::new(Arc::new(policy), b"test-key");
-    let handle = Daemon::new(
-        c.settings.clone(),
-        engine,
-        Schemas::local(schemas),
-        Arc::clone(&metrics),
-    )
-    .spawn()
-    .unwrap();
+    let mut settings = c.settings.clone();
+    let schemas = match registry {
+        None => Schemas::local(schemas),
+        Some(url) => {
+            let raw = RawSettings {
+                brokers: Some(settings.brokers.clone()),
+                schema_registry_url: Some(url.to_owned()),
+                ..RawSettings::default()
+            };
+            settings.schema_registry = Settings::from_raw(raw).unwrap().schema_registry;
+            let r = settings.schema_registry.clone().unwrap();
+            Schemas::registry(shareaudit::codec::registry::Registry::new(r, schemas).unwrap())
+        }
+    };
+    let handle = Daemon::new(settings, engine, schemas, Arc::clone(&metrics))
+        .spawn()
+        .unwrap();
     Running { metrics, handle }
 }
 
@@ -714,4 +728,107 @@ fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
         (v.event_id.as_str(), v.rule_id.as_str()),
         ("known", "account.cancelled")
     );
+}
+
+/// A schema registry on loopback that answers 500 to its first `failures`
+/// requests, then serves our event schema for every id; counts requests.
+fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let asked = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for req in server.incoming_requests() {
+            let n = a.fetch_add(1, Ordering::SeqCst);
+            let resp = if n < failures {
+                tiny_http::Response::from_string("unavailable").with_status_code(500)
+            } else {
+                let body = serde_json::json!({"schema": avro::EVENT_AVSC}).to_string();
+                tiny_http::Response::from_string(body).with_status_code(200)
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    (url, asked)
+}
+
+/// A writer schema the registry cannot give yet holds the one partition
+/// whose record needs it, retried with backoff; the other partitions are
+/// judged meanwhile; when the registry answers, the held records are
+/// judged in order and the commits reach the end. No dead letter.
+#[test]
+fn a_schema_id_the_registry_cannot_give_yet_holds_only_its_partition() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use std::sync::atomic::Ordering;
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 21,
+        users: 100,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 300);
+    let t = Traffic::new(&c.settings).unwrap();
+    t.consent_states(&c.settings.topics.consent, &o).unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    // Partition 0 gets events framed with id 77 (the registry's), the others ours.
+    const REMOTE: u32 = 77;
+    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    let mut on_zero = 0;
+    for (i, g) in stream.iter().enumerate() {
+        let p = (i % 3) as i32;
+        let id = if p == 0 { REMOTE } else { SCHEMA_ID };
+        on_zero += usize::from(p == 0);
+        let payload = traffic::encode(&g.event, Framing::Confluent(id));
+        producer
+            .send(
+                BaseRecord::to(&c.settings.topics.events)
+                    .partition(p)
+                    .key(&g.event.subject.user_id)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // The registry fails its first four answers: 0.2 + 0.4 + 0.8 + 1.6 s of backoff.
+    let failures = 4;
+    let (url, asked) = flaky_registry(failures);
+    let r = start_with(&c, Some(&url));
+    let others = (stream.len() - on_zero) as u64;
+    r.wait_for(
+        "the other partitions judged",
+        Duration::from_secs(30),
+        |m| judged(m) >= others,
+    );
+    assert!(
+        asked.load(Ordering::SeqCst) <= failures,
+        "the other partitions were judged while the registry still failed"
+    );
+    assert_eq!(judged(&r.metrics), others, "partition 0 waits");
+    r.wait_for(
+        "partition 0 judged once the registry answers",
+        Duration::from_secs(30),
+        |m| judged(m) == stream.len() as u64,
+    );
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let m = r.stop();
+    assert_eq!(m.sum("shareaudit_dead_letters_total", None), 0.0);
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        failures + 1,
+        "asked again with backoff, then cached"
+    );
+    assert_eq!(committed(&c), ends(&c));
+    let got: BTreeSet<(String, String)> = violations(&c)
+        .iter()
+        .map(|v| (v.event_id.clone(), v.rule_id.clone()))
+        .collect();
+    assert_eq!(got, expected(&stream));
 }

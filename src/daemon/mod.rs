@@ -18,13 +18,13 @@
 //! that failed), each task finishes what it must (the stages drain within
 //! the deadline and commit), and `run` returns once every task is joined.
 
-pub mod consent;
-pub mod events;
-pub mod ordering;
-pub mod outputs;
-pub mod rate;
-pub mod reload;
-pub mod stage;
+mod consent;
+mod events;
+mod ordering;
+mod outputs;
+mod rate;
+mod reload;
+mod stage;
 
 use crate::audit::Engine;
 use crate::codec::registry::Registry;

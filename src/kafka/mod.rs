@@ -15,12 +15,12 @@
 //! - [`plain`]: a producer of generated traffic (the demo, `generate --brokers`).
 //! - [`watermark`]: the per-partition commit watermark.
 
-pub mod admin;
-pub mod consent;
-pub mod embedded;
-pub mod plain;
-pub mod restore;
-pub mod sink;
+pub(crate) mod admin;
+pub(crate) mod consent;
+pub(crate) mod embedded;
+pub(crate) mod plain;
+pub(crate) mod restore;
+pub(crate) mod sink;
 pub mod source;
 pub mod watermark;
 

@@ -143,6 +143,14 @@ mod tests {
     use std::net::TcpStream;
     use std::time::Instant;
 
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     fn get(addr: std::net::SocketAddr, path: &str) -> (String, Duration) {
         let started = Instant::now();
         let mut s = TcpStream::connect(addr).unwrap();
@@ -170,7 +178,7 @@ mod tests {
                 .set(p);
         }
         metrics.ready.set(1);
-        let runtime = crate::daemon::runtime().unwrap();
+        let runtime = runtime();
         let stop = CancellationToken::new();
         let listener = bind("127.0.0.1:0").unwrap();
         let server = {
@@ -211,7 +219,7 @@ mod tests {
     #[test]
     fn a_client_that_never_finishes_its_headers_is_cut_off() {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let runtime = crate::daemon::runtime().unwrap();
+        let runtime = runtime();
         let listener = bind("127.0.0.1:0").unwrap();
         let server = {
             let _guard = runtime.enter();
