@@ -3,12 +3,12 @@
 //!
 //! | task | file |
 //! |---|---|
-//! | the event stage: events judged, alerts and dead letters out, progress reported | [`events`] |
-//! | the rate stage: the cluster-wide `volume.recipient_rate` | [`rate`], its pure ordering logic in [`ordering`] |
-//! | the loop and the drain both stages run on | [`stage`] |
-//! | verdict -> outputs, once for both | [`outputs`] |
-//! | the consent topic into the table | [`consent`] |
-//! | the policy file watched and reloaded | [`reload`] |
+//! | the event stage: events judged, alerts and dead letters out, progress reported | `events` |
+//! | the rate stage: the cluster-wide `volume.recipient_rate` | `rate`, its pure ordering logic in `ordering` |
+//! | the loop and the drain both stages run on | `stage` |
+//! | verdict -> outputs, once for both | `outputs` |
+//! | the consent topic into the table | `consent` |
+//! | the policy file watched and reloaded | `reload` |
 //! | signals: SIGTERM/SIGINT stop, SIGHUP reloads | [`signals`] |
 //! | `/metrics`, `/healthz`, `/readyz` | `telemetry::http` |
 //! | writer schemas fetched from the registry | spawned by the event stage and the consent task |

@@ -5,14 +5,14 @@
 //! - [`source`]: the consumer-group member, a `StreamConsumer` on tokio
 //!   (manual commits of the contiguous acknowledged prefix; on revoke:
 //!   drain, commit, let go).
-//! - [`sink`]: the producer (`acks=all`) whose delivery reports acknowledge
+//! - `sink`: the producer (`acks=all`) whose delivery reports acknowledge
 //!   or fail outputs in the [`Progress`].
-//! - [`consent`]: reads the compacted consent topic.
-//! - [`restore`]: reads one partition from its start to its end (the rate
+//! - `consent`: reads the compacted consent topic.
+//! - `restore`: reads one partition from its start to its end (the rate
 //!   stage's windows).
-//! - [`admin`]: creates the recipient-rate topic.
-//! - [`embedded`]: librdkafka's mock cluster, the demo's Kafka.
-//! - [`plain`]: a producer of generated traffic (the demo, `generate --brokers`).
+//! - `admin`: creates the recipient-rate topic.
+//! - `embedded`: librdkafka's mock cluster, the demo's Kafka.
+//! - `plain`: a producer of generated traffic (the demo, `generate --brokers`).
 //! - [`watermark`]: the per-partition commit watermark.
 
 pub(crate) mod admin;
