@@ -832,3 +832,86 @@ fn a_schema_id_the_registry_cannot_give_yet_holds_only_its_partition() {
         .collect();
     assert_eq!(got, expected(&stream));
 }
+
+/// A header whose name is not UTF-8 (any producer can write one) once
+/// panicked the consumer inside rdkafka's header accessor: the whole group
+/// crash-looped on it. Now the record is judged, or dead-lettered with its
+/// header names escaped, and the daemon goes on.
+#[test]
+fn a_header_name_that_is_not_utf8_stops_nothing() {
+    use rdkafka::message::OwnedHeaders;
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 5,
+        users: 60,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 40);
+    let poison = traffic::poison(1, 5, Framing::Confluent(SCHEMA_ID));
+    let t = Traffic::new(&c.settings).unwrap();
+    t.consent_states(&c.settings.topics.consent, &o).unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    let odd = |headers: &OwnedHeaders| {
+        let name = b"\xff\xfe-trace";
+        let value = b"v";
+        // SAFETY: `as_borrowed` is librdkafka's headers pointer; the name and value are copied.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_header_add(
+                headers.as_borrowed() as *const _ as *mut rdkafka::bindings::rd_kafka_headers_t,
+                name.as_ptr().cast(),
+                name.len() as isize,
+                value.as_ptr().cast(),
+                value.len() as isize,
+            )
+        };
+        assert_eq!(err, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR);
+    };
+    let mut payloads: Vec<(String, Vec<u8>)> = stream
+        .iter()
+        .map(|g| {
+            (
+                g.event.subject.user_id.clone(),
+                traffic::encode(&g.event, Framing::Confluent(SCHEMA_ID)),
+            )
+        })
+        .collect();
+    payloads.push((poison[0].key.clone(), poison[0].payload.clone()));
+    for (key, payload) in &payloads {
+        let headers = OwnedHeaders::new();
+        odd(&headers);
+        producer
+            .send(
+                BaseRecord::to(&c.settings.topics.events)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let r = start(&c);
+    r.wait_for("every record judged", Duration::from_secs(30), |m| {
+        judged(m) == payloads.len() as u64
+    });
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    assert!(!r.handle.is_finished(), "the daemon runs on");
+    r.stop();
+    assert_eq!(committed(&c), ends(&c));
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    assert_eq!(dlq.len(), 1);
+    let names: Vec<String> = dlq[0]
+        .headers()
+        .unwrap()
+        .iter()
+        .map(|h| h.key.to_owned())
+        .collect();
+    assert!(names.contains(&"\\xff\\xfe-trace".to_owned()), "{names:?}");
+}

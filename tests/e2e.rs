@@ -68,7 +68,7 @@ fn free_port() -> u16 {
 /// offset 1086 of a batch 1074-1087 returned 1088 first). Kafka returns the
 /// containing batch. Every producer in these tests therefore sends one
 /// record per batch, so that every offset is a batch boundary.
-const ONE_RECORD_PER_BATCH: &str = "batch.num.messages=1";
+const ONE_RECORD_PER_BATCH: &str = "producer.batch.num.messages=1";
 
 fn generate(n: &Names, count: usize, poison: usize, seed: u64, dir: &Path) -> PathBuf {
     let expected = dir.join(format!("expected-{seed}.jsonl"));
@@ -541,7 +541,7 @@ fn produce(topic: &str, records: &[(String, Vec<u8>)]) {
     let producer: ThreadedProducer<Acks> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("client.id", TEST_CLIENT)
-        .set(ONE_RECORD_PER_BATCH.split('=').next().unwrap(), "1")
+        .set("batch.num.messages", "1")
         .set("linger.ms", "0")
         .create_with_context(Acks::default())
         .unwrap();
@@ -708,10 +708,11 @@ fn settled(n: &Names, daemons: &mut [Daemon], partitions: i32, members: usize) {
 /// move after six seconds instead of forty-five.
 const FAST_GROUP: [&str; 4] = [
     "-X",
-    "session.timeout.ms=6000",
+    "consumer.session.timeout.ms=6000",
     "-X",
-    "heartbeat.interval.ms=500",
+    "consumer.heartbeat.interval.ms=500",
 ];
+const SESSION: Duration = Duration::from_secs(6);
 
 /// The policy of the cluster tests: the default, with `volume.recipient_rate`
 /// on a one-minute window and a limit the stream crosses now and then, so
@@ -818,11 +819,18 @@ fn one_replica_and_three_with_a_kill_a_restart_and_a_join_judge_exactly_what_one
     let mut killed = three.remove(0);
     killed.child.kill().unwrap(); // SIGKILL: no drain, no commit, no leave
     killed.child.wait().unwrap();
+    let killed_at = Instant::now();
     let at_kill = progress(&trio);
-    // Past the dead member's session timeout before the restart joins: the
-    // restart's rebalance then leaves it out (tansu drops a dead member
-    // only at a rebalance after its session expired).
-    std::thread::sleep(Duration::from_secs(10));
+    // The restart joins once the dead member's session has expired (with a
+    // margin for the broker's clock): its rebalance then leaves the dead one
+    // out (tansu drops a dead member only at a rebalance after its session
+    // expired, and says nothing before). Meanwhile the others keep running.
+    while killed_at.elapsed() < SESSION + Duration::from_secs(4) {
+        for d in three.iter_mut() {
+            assert!(d.child.try_wait().unwrap().is_none(), "a replica exited");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     three.push(start_with(&trio, dir.path(), &args));
     settled(&trio, &mut three, PARTITIONS, 3);
     wait_committed(&trio, PARTITIONS, Duration::from_secs(600), &mut three);
@@ -859,6 +867,10 @@ struct RefusingBroker {
     /// While set, every connection but the test's own is cut at its next
     /// request, as a broker restart cuts them; tansu keeps its data.
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Open connections (not the test's own) that have carried a fetch:
+    /// once `down` is set, none is left when every fetch that was waiting
+    /// at the broker has returned and its connection been cut.
+    fetching: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Drop for RefusingBroker {
@@ -888,8 +900,10 @@ fn refusing_broker() -> RefusingBroker {
         .expect("tansu on PATH (scripts/e2e.sh installs it)");
     let refuse = Arc::new(AtomicBool::new(false));
     let down = Arc::new(AtomicBool::new(false));
+    let fetching = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let flag = Arc::clone(&refuse);
     let down_flag = Arc::clone(&down);
+    let fetching_count = Arc::clone(&fetching);
     std::thread::spawn(move || {
         for client in proxy.incoming().flatten() {
             let Ok(broker) = TcpStream::connect(("127.0.0.1", broker_port)) else {
@@ -899,8 +913,10 @@ fn refusing_broker() -> RefusingBroker {
             let (mut b_in, mut c_out) = (broker, client);
             let flag = Arc::clone(&flag);
             let down = Arc::clone(&down_flag);
+            let fetching = Arc::clone(&fetching_count);
             // Client to broker, frame by frame: [size: i32][api_key: i16]...
             std::thread::spawn(move || {
+                let mut fetched = false;
                 let mut size = [0u8; 4];
                 while c_in.read_exact(&mut size).is_ok() {
                     let mut frame = vec![0u8; i32::from_be_bytes(size).max(0) as usize];
@@ -914,9 +930,15 @@ fn refusing_broker() -> RefusingBroker {
                         .map(|l| i16::from_be_bytes([l[0], l[1]]).max(0) as usize)
                         .and_then(|len| frame.get(10..10 + len));
                     let ours = client == Some(TEST_CLIENT.as_bytes());
-                    if !ours
-                        && (down.load(Ordering::Relaxed) || produce && flag.load(Ordering::Relaxed))
-                    {
+                    let fetch = frame.len() >= 2 && frame[0] == 0 && frame[1] == 1;
+                    if !ours && down.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if fetch && !ours && !fetched {
+                        fetched = true;
+                        fetching.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if !ours && produce && flag.load(Ordering::Relaxed) {
                         break;
                     }
                     if b_out
@@ -929,6 +951,9 @@ fn refusing_broker() -> RefusingBroker {
                 }
                 let _ = c_in.shutdown(Shutdown::Both);
                 let _ = b_out.shutdown(Shutdown::Both);
+                if fetched {
+                    fetching.fetch_sub(1, Ordering::SeqCst);
+                }
             });
             std::thread::spawn(move || {
                 let _ = std::io::copy(&mut b_in, &mut c_out);
@@ -946,6 +971,7 @@ fn refusing_broker() -> RefusingBroker {
         addr,
         refuse,
         down,
+        fetching,
     }
 }
 
@@ -1090,9 +1116,9 @@ fn an_alert_topic_outage_holds_the_commits_and_loses_no_alert() {
         dir,
         &[
             "-X",
-            "message.timeout.ms=10000",
+            "producer.message.timeout.ms=10000",
             "-X",
-            "batch.num.messages=10000",
+            "producer.batch.num.messages=10000",
             "--max-in-flight",
             "2000",
         ],
@@ -1210,16 +1236,28 @@ fn a_broker_restart_stops_consumption_and_loses_nothing() {
     });
 
     // The broker goes away as in a restart: every connection of the
-    // daemon's is cut, and cut again when it reconnects. A second later (a
-    // fetch already waiting at the broker has returned, empty) the second
-    // half arrives (the test's own producer still gets through).
+    // daemon's is cut, and cut again when it reconnects. Once every
+    // connection that fetched is gone (a fetch already waiting at the broker
+    // has returned, empty), the second half arrives (the test's own
+    // producer still gets through).
     let judged = d.sum("shareaudit_events_total", None);
     assert_eq!(judged as usize, before.len(), "the first half, judged once");
     let errors_before = d.sum("shareaudit_kafka_errors_total", None);
     broker
         .down
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(1));
+    // Every fetch that was waiting at the broker has returned and its
+    // connection been cut: nothing produced from now on can be read.
+    let fetching = || broker.fetching.load(std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fetching() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} connections still fetching",
+            fetching()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     produce(&n.events, during);
     outlive(&mut d, DOWN);
     // Visible while it lasts: consumption stopped, client errors counted and logged.

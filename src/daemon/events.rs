@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// A partition read to its end, with nothing in flight and nothing read for
@@ -44,6 +45,8 @@ pub struct EventStage {
     pub(super) fetching: BTreeMap<u32, BTreeSet<i32>>,
     /// Where a fetch says it is done.
     pub(super) wake: mpsc::UnboundedSender<u32>,
+    /// The fetches under way: the stage's own tasks, aborted with it.
+    pub(super) fetches: JoinSet<()>,
     pub(super) stop: CancellationToken,
 }
 
@@ -84,6 +87,7 @@ impl Stage for EventStage {
     }
 
     fn tick(&mut self, io: &mut StageIo) {
+        while self.fetches.try_join_next().is_some() {}
         if self.policy.has_changed().unwrap_or(false) {
             let policy = Arc::clone(&self.policy.borrow_and_update());
             self.engine.set_policy(policy);
@@ -159,7 +163,7 @@ impl EventStage {
             return;
         };
         let (wake, stop) = (self.wake.clone(), self.stop.clone());
-        tokio::spawn(async move {
+        self.fetches.spawn(async move {
             let answered = crate::codec::registry::fetch_until_answered(
                 &registry,
                 id,

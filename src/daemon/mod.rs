@@ -389,6 +389,7 @@ impl EventStart {
             waiting: BTreeMap::new(),
             fetching: BTreeMap::new(),
             wake,
+            fetches: JoinSet::new(),
             stop: stop.clone(),
         };
         stage::run(io, stage, wakes, stop).await;

@@ -449,4 +449,43 @@ mod tests {
             "a wrong value is refused, not ignored"
         );
     }
+
+    #[test]
+    fn prefixed_properties_reach_one_kind_of_client_only() {
+        let raw = RawSettings {
+            brokers: Some("127.0.0.1:9".into()),
+            librdkafka: [
+                ("client.id", "both"),
+                ("consumer.fetch.wait.max.ms", "10"),
+                ("producer.linger.ms", "7"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+            ..RawSettings::default()
+        };
+        let settings = Settings::from_raw(raw).unwrap();
+        let (c, p) = (consumer_config(&settings), producer_config(&settings));
+        assert_eq!(c.get("client.id"), Some("both"));
+        assert_eq!(p.get("client.id"), Some("both"));
+        assert_eq!(c.get("fetch.wait.max.ms"), Some("10"));
+        assert_eq!(p.get("fetch.wait.max.ms"), None);
+        assert_eq!(p.get("linger.ms"), Some("7"));
+        assert_eq!(c.get("linger.ms"), None);
+        assert_eq!(
+            c.get("consumer.fetch.wait.max.ms"),
+            None,
+            "the prefix is gone"
+        );
+        // Each client takes its own: librdkafka would refuse a property it does not know.
+        c.create::<rdkafka::consumer::BaseConsumer>().unwrap();
+        p.create::<BaseProducer>().unwrap();
+    }
+
+    #[test]
+    fn header_names_that_are_not_utf8_keep_their_bytes_escaped() {
+        assert_eq!(escape_name(b"trace-id"), "trace-id");
+        assert_eq!(escape_name(b"\xff\xfeid"), "\\xff\\xfeid");
+        assert_eq!(escape_name("名前".as_bytes()), "名前");
+    }
 }
