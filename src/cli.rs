@@ -65,6 +65,10 @@ pub struct AuditArgs {
     /// have expired. Default: now.
     #[arg(long)]
     pub detected_at: Option<String>,
+    /// An event dated more than this after the instant it is judged is refused
+    /// (future event time), as the daemon refuses it.
+    #[arg(long, default_value_t = shareaudit::config::DEFAULT_FUTURE_SKEW_MS)]
+    pub max_future_skew_ms: u64,
     /// Input format; `auto` takes Avro when the file starts with the container magic `Obj\x01`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "json", "avro"])]
     pub format: String,
@@ -151,6 +155,9 @@ pub struct RunArgs {
     pub listen: Option<String>,
     #[arg(long)]
     pub max_in_flight: Option<usize>,
+    /// How far past the time it is judged an event may be dated; later, it is a dead letter (future_event_time).
+    #[arg(long)]
+    pub max_future_skew_ms: Option<u64>,
     #[arg(long)]
     pub drain_timeout_ms: Option<u64>,
     #[arg(long)]
@@ -180,6 +187,7 @@ impl RunArgs {
             hmac_key_file: self.hmac_key_file.clone(),
             listen: self.listen.clone(),
             max_in_flight: self.max_in_flight,
+            max_future_skew_ms: self.max_future_skew_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             commit_interval_ms: self.commit_interval_ms,
             librdkafka: self.librdkafka.iter().cloned().collect(),

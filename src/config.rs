@@ -41,6 +41,9 @@ pub struct RawSettings {
     pub hmac_key_file: Option<PathBuf>,
     pub listen: Option<String>,
     pub max_in_flight: Option<usize>,
+    /// How far past the time it is judged an event may be dated (clock
+    /// skew); later, it is a dead letter (`future_event_time`).
+    pub max_future_skew_ms: Option<u64>,
     pub commit_interval_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub policy_poll_ms: Option<u64>,
@@ -87,6 +90,7 @@ impl RawSettings {
         take!(hmac_key_file);
         take!(listen);
         take!(max_in_flight);
+        take!(max_future_skew_ms);
         take!(commit_interval_ms);
         take!(drain_timeout_ms);
         take!(policy_poll_ms);
@@ -136,6 +140,10 @@ pub struct Topics {
     pub dead_letters: String,
     pub recipient_rate: String,
 }
+
+/// Five minutes: an event dated later than this past the time it is
+/// judged is a dead letter.
+pub const DEFAULT_FUTURE_SKEW_MS: u64 = 300_000;
 
 /// How to ask the schema registry.
 #[derive(Clone)]
@@ -255,6 +263,7 @@ pub struct Settings {
     pub hmac_key_file: Option<PathBuf>,
     pub listen: String,
     pub max_in_flight: usize,
+    pub max_future_skew: Duration,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
     pub policy_poll: Duration,
@@ -339,6 +348,9 @@ impl Settings {
             hmac_key_file: raw.hmac_key_file,
             listen: raw.listen.unwrap_or_else(|| "0.0.0.0:9464".into()),
             max_in_flight,
+            max_future_skew: Duration::from_millis(
+                raw.max_future_skew_ms.unwrap_or(DEFAULT_FUTURE_SKEW_MS),
+            ),
             commit_interval: Duration::from_millis(raw.commit_interval_ms.unwrap_or(500)),
             drain_timeout,
             policy_poll: Duration::from_millis(raw.policy_poll_ms.unwrap_or(2_000)),

@@ -395,3 +395,74 @@ fn run_check_merges_settings_files_in_order_and_connects_to_nothing() {
         text(&out.stderr)
     );
 }
+
+/// One event dated 2099 once switched `volume.recipient_rate` off for its
+/// recipient until then: 1,100 subjects in an hour fired once, the same
+/// file plus that event not at all. Now the event is refused (future event
+/// time, like a record that cannot be decoded: reported, exit 2) and the
+/// window is the same with or without it.
+#[test]
+fn an_event_dated_far_ahead_is_refused_and_moves_no_window() {
+    use shareaudit::demo::generate::{self, Options};
+    use shareaudit::model::Timestamp;
+    let dir = tempfile::tempdir().unwrap();
+    let template = generate::events(
+        &Options {
+            seed: 9,
+            users: 100,
+            violation_share: 0.0,
+            ..Options::default()
+        },
+        400,
+    )
+    .into_iter()
+    .map(|g| g.event)
+    .find(|e| e.recipient.id == "partner-crm")
+    .expect("a partner-crm share");
+    let start = Timestamp::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
+    let lines: Vec<String> = (0..1100)
+        .map(|i| {
+            let mut e = template.clone();
+            e.event_id = format!("rate-{i:04}");
+            e.subject.user_id = format!("u-rate-{i:04}");
+            e.occurred_at = Timestamp(start.millis() + i * 3_000);
+            serde_json::to_string(&e).unwrap()
+        })
+        .collect();
+    let mut ahead = template.clone();
+    ahead.event_id = "from-2099".into();
+    ahead.occurred_at = Timestamp::parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    let ahead = serde_json::to_string(&ahead).unwrap();
+    let rate_alerts = |out: &Output| {
+        text(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"volume.recipient_rate\""))
+            .count()
+    };
+    let audit = |body: String| {
+        let file = write(dir.path(), "rate.jsonl", &body);
+        run(&[
+            "audit",
+            "--events",
+            file.to_str().unwrap(),
+            "--hmac-key",
+            "k",
+            "--detected-at",
+            "2026-11-21T00:00:00Z",
+        ])
+    };
+    let plain = audit(lines.join("\n"));
+    assert_eq!(rate_alerts(&plain), 1, "{}", text(&plain.stderr));
+    let with_ahead = audit(format!("{ahead}\n{}", lines.join("\n")));
+    assert_eq!(rate_alerts(&with_ahead), 1, "the window is the same");
+    assert_eq!(with_ahead.status.code(), Some(2));
+    let stderr = text(&with_ahead.stderr);
+    assert!(
+        stderr.contains("rate.jsonl:1: future event time"),
+        "{stderr}"
+    );
+    assert_eq!(
+        plain.stdout, with_ahead.stdout,
+        "every other verdict the same"
+    );
+}

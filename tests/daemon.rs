@@ -915,3 +915,47 @@ fn a_header_name_that_is_not_utf8_stops_nothing() {
         .collect();
     assert!(names.contains(&"\\xff\\xfe-trace".to_owned()), "{names:?}");
 }
+
+/// An event dated past the allowed clock skew is a dead letter of its own
+/// class, and the records after it are judged.
+#[test]
+fn an_event_dated_far_ahead_is_a_dead_letter_and_the_rest_flows() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 17,
+        users: 60,
+        violation_share: 0.0,
+        ..Options::default()
+    };
+    let mut stream = generate::events(&o, 30);
+    stream[3].event.occurred_at = Timestamp::parse_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    stream[3].expected.clear();
+    produce(&c, &o, &stream, &[]);
+    let r = start(&c);
+    r.wait_for("every record judged", Duration::from_secs(30), |m| {
+        judged(m) == stream.len() as u64
+    });
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let m = r.stop();
+    assert_eq!(
+        m.sum(
+            "shareaudit_dead_letters_total",
+            Some(("reason", "future_event_time"))
+        ),
+        1.0
+    );
+    assert_eq!(committed(&c), ends(&c));
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    assert_eq!(dlq.len(), 1);
+    let class = dlq[0]
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "shareaudit.error.class")
+        .and_then(|h| h.value)
+        .unwrap()
+        .to_vec();
+    assert_eq!(class, b"future_event_time");
+}

@@ -364,6 +364,19 @@ fn fields(facts: &Facts<'_>, cats: CatSet) -> Vec<String> {
     out
 }
 
+/// How far past `judged_at` an event's `occurred_at` lies, when that is
+/// more than `skew_ms`: such an event is a dead letter (`future_event_time`).
+/// A clock far ahead must not move a window or a progress report, or one
+/// event dated 2099 would switch `volume.recipient_rate` off for its
+/// recipient until then.
+pub fn too_far_ahead(event: &DataSharingEvent, judged_at: Timestamp, skew_ms: i64) -> Option<i64> {
+    let ahead = event
+        .occurred_at
+        .millis()
+        .saturating_sub(judged_at.millis());
+    (ahead > skew_ms).then_some(ahead)
+}
+
 /// `alert_id`: the first 128 bits of SHA-256(event_id, rule_id), hex.
 pub fn alert_id(event_id: &str, rule: RuleId) -> String {
     let mut h = Sha256::new();

@@ -3,7 +3,7 @@
 use super::{FOUND, INPUT_ERROR, OK};
 use crate::cli::AuditArgs;
 use anyhow::{Context, Result};
-use shareaudit::audit::{AuditContext, Engine};
+use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::consent::ConsentTable;
 use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp};
@@ -214,8 +214,17 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
             return Ok(());
         }
         let event = &event;
+        let judged_at = detected_at.unwrap_or_else(Timestamp::now);
+        let skew = args.max_future_skew_ms as i64;
+        if let Some(ahead) = too_far_ahead(event, judged_at, skew) {
+            summary.invalid += 1;
+            eprintln!(
+                "{at}: future event time: occurred_at is {ahead} ms after the instant it is judged; at most {skew} ms allowed"
+            );
+            return Ok(());
+        }
         let ctx = AuditContext {
-            detected_at: detected_at.unwrap_or_else(Timestamp::now),
+            detected_at: judged_at,
             source: None,
         };
         let state = table.as_of(&event.subject.user_id, event.occurred_at);

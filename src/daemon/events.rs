@@ -14,12 +14,14 @@ use super::SharedTable;
 use super::ordering::{KIND_HEADER, KIND_PROGRESS, ProgressReport};
 use super::outputs::{self, Timed};
 use super::stage::{Stage, StageIo};
-use crate::audit::{AuditContext, Engine};
+use crate::audit::{AuditContext, Engine, too_far_ahead};
 use crate::codec::{DecodeError, wire};
+use crate::config::Settings;
 use crate::kafka::admin::Topology;
 use crate::kafka::{Output, Record};
-use crate::model::{Source as EventSource, Timestamp};
+use crate::model::{DataSharingEvent, Source as EventSource, Timestamp};
 use crate::policy::Policy;
+use crate::telemetry::Metrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +191,8 @@ impl EventStage {
         let (settings, metrics) = (&*io.settings, &*io.metrics);
         let mut out: Vec<Timed> = Vec::new();
         let mut event_time = None;
+        let now = Timestamp::now();
+        let skew = settings.max_future_skew.as_millis() as i64;
         match decoded {
             Err(DecodeError::Pending(id)) if self.schemas.registry.is_some() => {
                 return Judged::Waits(id);
@@ -197,48 +201,21 @@ impl EventStage {
                 outputs::dead_letter(settings, metrics, rec, e.class(), e.to_string()),
                 None,
             )),
-            Ok(event) => {
-                event_time = Some(event.occurred_at.millis());
-                let ctx = AuditContext {
-                    detected_at: Timestamp::now(),
-                    source: Some(EventSource {
-                        topic: rec.topic.clone(),
-                        partition: rec.partition,
-                        offset: rec.offset,
-                    }),
-                };
-                let verdict = {
-                    let table = self.table.read().unwrap_or_else(|p| p.into_inner());
-                    let state = table.as_of(&event.subject.user_id, event.occurred_at);
-                    self.engine.audit(&event, state, &ctx)
-                };
-                match verdict {
-                    Err(problems) => out.push((
-                        outputs::dead_letter(
-                            settings,
-                            metrics,
-                            rec,
-                            "invalid",
-                            format!("invalid record: {problems}"),
-                        ),
+            Ok(event) => match too_far_ahead(&event, now, skew) {
+                Some(ahead) => {
+                    let message = format!(
+                        "occurred_at is {ahead} ms after the time it was judged; at most {skew} ms allowed"
+                    );
+                    out.push((
+                        outputs::dead_letter(settings, metrics, rec, "future_event_time", message),
                         None,
-                    )),
-                    Ok(verdict) => {
-                        outputs::verdict(
-                            settings,
-                            metrics,
-                            self.engine.policy(),
-                            &verdict,
-                            &mut out,
-                        );
-                        let outcome = if out.is_empty() { "clean" } else { "violation" };
-                        metrics.events.with_label_values(&[outcome]).inc();
-                        if let Some(c) = &verdict.rate_candidate {
-                            out.push((outputs::candidate(settings, c), None));
-                        }
-                    }
+                    ));
                 }
-            }
+                None => {
+                    event_time = Some(event.occurred_at.millis());
+                    self.audit(settings, metrics, rec, &event, now, &mut out);
+                }
+            },
         }
         {
             let mut marks = io.progress.lock();
@@ -271,6 +248,49 @@ impl EventStage {
             .audit_seconds
             .observe(started.elapsed().as_secs_f64());
         Judged::Done
+    }
+
+    /// Judges a decoded event: its alerts, or a dead letter if the engine
+    /// refuses it, and its `volume.recipient_rate` candidate.
+    fn audit(
+        &mut self,
+        settings: &Settings,
+        metrics: &Metrics,
+        rec: &Record,
+        event: &DataSharingEvent,
+        now: Timestamp,
+        out: &mut Vec<Timed>,
+    ) {
+        let ctx = AuditContext {
+            detected_at: now,
+            source: Some(EventSource {
+                topic: rec.topic.clone(),
+                partition: rec.partition,
+                offset: rec.offset,
+            }),
+        };
+        let verdict = {
+            let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+            let state = table.as_of(&event.subject.user_id, event.occurred_at);
+            self.engine.audit(event, state, &ctx)
+        };
+        match verdict {
+            Err(problems) => {
+                let message = format!("invalid record: {problems}");
+                out.push((
+                    outputs::dead_letter(settings, metrics, rec, "invalid", message),
+                    None,
+                ));
+            }
+            Ok(verdict) => {
+                outputs::verdict(settings, metrics, self.engine.policy(), &verdict, out);
+                let outcome = if out.is_empty() { "clean" } else { "violation" };
+                metrics.events.with_label_values(&[outcome]).inc();
+                if let Some(c) = &verdict.rate_candidate {
+                    out.push((outputs::candidate(settings, c), None));
+                }
+            }
+        }
     }
 
     /// Tells the rate stage how far each partition of ours has come in
