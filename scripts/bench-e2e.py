@@ -95,7 +95,7 @@ class Bench:
              "--consent-topic", consent, "--violations-topic", f"violations-{tag}", "--dead-letter-topic",
              f"dlq-{tag}", "--recipient-rate-topic", f"rate-{tag}", "--listen", f"127.0.0.1:{port}",
              "--schema-id", f"1={SCHEMA}", *extra],
-            env={**os.environ, "SHAREAUDIT_HMAC_KEY": "bench", "SHAREAUDIT_LOG": "error"},
+            env={**os.environ, "SHAREAUDIT_HMAC_KEY": "bench-key-sixteen-bytes", "SHAREAUDIT_LOG": "error"},
             stdout=self.log, stderr=self.log)
         self.procs.append(p)
         return p, port

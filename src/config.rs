@@ -359,6 +359,38 @@ impl Settings {
     }
 }
 
+/// The shortest `subject_ref` key accepted: a shorter one can be guessed,
+/// and every user's ref with it.
+pub const MIN_HMAC_KEY_BYTES: usize = 16;
+
+/// A `subject_ref` key as given, checked: at least `MIN_HMAC_KEY_BYTES`.
+/// `origin` names where it came from, for the error.
+pub fn hmac_key(key: Vec<u8>, origin: &str) -> Result<Vec<u8>, ConfigError> {
+    if key.len() < MIN_HMAC_KEY_BYTES {
+        return Err(ConfigError(format!(
+            "the HMAC key from {origin} is {} bytes; at least {MIN_HMAC_KEY_BYTES} are needed (e.g. head -c 32 /dev/urandom > hmac.key)",
+            key.len()
+        )));
+    }
+    Ok(key)
+}
+
+/// A `subject_ref` key from a file, read the same way by the daemon and by
+/// `audit`, so that one file gives one `subject_ref`: the bytes as they
+/// are, less one trailing line end (`\n` or `\r\n`, as an editor or `echo`
+/// leaves), at least `MIN_HMAC_KEY_BYTES`.
+pub fn read_hmac_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut key = std::fs::read(path)
+        .map_err(|e| ConfigError(format!("cannot read HMAC key file {}: {e}", path.display())))?;
+    if key.last() == Some(&b'\n') {
+        key.pop();
+        if key.last() == Some(&b'\r') {
+            key.pop();
+        }
+    }
+    hmac_key(key, &format!("file {}", path.display()))
+}
+
 /// A policy as read: compiled, its text, and the name its findings cite.
 pub struct PolicySource {
     pub loaded: Loaded,
@@ -445,5 +477,24 @@ mod tests {
             Ok(("ssl.ca.location".into(), "/etc/ca.pem".into()))
         );
         assert!(parse_property("novalue").is_err());
+    }
+
+    #[test]
+    fn one_key_file_gives_one_key_and_short_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key = b"0123456789abcdef \t";
+        for ending in [&b""[..], b"\n", b"\r\n"] {
+            std::fs::write(&path, [&key[..], ending].concat()).unwrap();
+            assert_eq!(
+                read_hmac_key(&path).unwrap(),
+                key,
+                "trailing spaces are key bytes"
+            );
+        }
+        std::fs::write(&path, b"short\n").unwrap();
+        let e = read_hmac_key(&path).unwrap_err().to_string();
+        assert!(e.contains("5 bytes; at least 16"), "{e}");
+        assert!(hmac_key(b"x".to_vec(), "--hmac-key").is_err());
     }
 }

@@ -9,6 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+/// A subject_ref key of the shortest length accepted.
+const KEY: &str = "test-key-16bytes";
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_shareaudit"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
@@ -85,7 +88,7 @@ fn every_policy_case_holds_through_the_audit_command() {
             "--state".into(),
             state.display().to_string(),
         ];
-        args.extend(["--hmac-key".into(), "k".into()]);
+        args.extend(["--hmac-key".into(), KEY.into()]);
         if let Some(w) = &case.with {
             let p = write(
                 dir.path(),
@@ -134,7 +137,7 @@ fn the_examples_give_exactly_what_the_generator_planted() {
         "--state",
         "examples/state.jsonl",
         "--hmac-key",
-        "k",
+        KEY,
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let got = by_event(&out.stdout);
@@ -178,7 +181,7 @@ fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_ru
         "--events",
         clean.to_str().unwrap(),
         "--hmac-key",
-        "k",
+        KEY,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
@@ -198,7 +201,7 @@ fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_ru
         "--events",
         mixed.to_str().unwrap(),
         "--hmac-key",
-        "k",
+        KEY,
         "--output",
         out_file.to_str().unwrap(),
     ]);
@@ -245,7 +248,7 @@ fn avro_container_files_and_stdin_are_read_too() {
         "--events",
         path.to_str().unwrap(),
         "--hmac-key",
-        "k",
+        KEY,
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(
@@ -254,7 +257,7 @@ fn avro_container_files_and_stdin_are_read_too() {
     );
 
     let mut child = bin()
-        .args(["audit", "--events", "-", "--hmac-key", "k"])
+        .args(["audit", "--events", "-", "--hmac-key", KEY])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -446,7 +449,7 @@ fn an_event_dated_far_ahead_is_refused_and_moves_no_window() {
             "--events",
             file.to_str().unwrap(),
             "--hmac-key",
-            "k",
+            KEY,
             "--detected-at",
             "2026-11-21T00:00:00Z",
         ])
@@ -465,4 +468,59 @@ fn an_event_dated_far_ahead_is_refused_and_moves_no_window() {
         plain.stdout, with_ahead.stdout,
         "every other verdict the same"
     );
+}
+
+/// One key file, one `subject_ref`, whichever reads it; a short key is refused.
+#[test]
+fn a_key_file_means_the_same_key_everywhere_and_short_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = "examples/events.jsonl";
+    let refs = |out: &Output| -> BTreeSet<String> {
+        text(&out.stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["subject_ref"].to_string()
+            })
+            .collect()
+    };
+    let as_flag = run(&["audit", "--events", events, "--hmac-key", KEY]);
+    let file = write(dir.path(), "key", &format!("{KEY}\n"));
+    let from_file = run(&[
+        "audit",
+        "--events",
+        events,
+        "--hmac-key-file",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        refs(&as_flag),
+        refs(&from_file),
+        "the file's line end is not part of the key"
+    );
+    assert!(!refs(&as_flag).is_empty());
+
+    let short = write(dir.path(), "short", "short-key\n");
+    for args in [
+        vec![
+            "audit",
+            "--events",
+            events,
+            "--hmac-key-file",
+            short.to_str().unwrap(),
+        ],
+        vec!["audit", "--events", events, "--hmac-key", "short-key"],
+        vec![
+            "run",
+            "--check",
+            "--brokers",
+            "b:9092",
+            "--hmac-key-file",
+            short.to_str().unwrap(),
+        ],
+    ] {
+        let out = run(&args);
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let said = text(&out.stderr);
+        assert!(said.contains("9 bytes; at least 16"), "{args:?}: {said}");
+    }
 }

@@ -155,7 +155,7 @@ fn start_with(n: &Names, dir: &Path, extra: &[&str]) -> Daemon {
             ),
         ])
         .args(extra)
-        .env("SHAREAUDIT_HMAC_KEY", "e2e-key")
+        .env("SHAREAUDIT_HMAC_KEY", "e2e-key-sixteen-bytes")
         .env("SHAREAUDIT_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -474,7 +474,7 @@ fn stream(dir: &Path, count: usize, seed: u64, policy: &Path) -> Stream {
             "--policy",
             policy.to_str().unwrap(),
         ])
-        .args(["--hmac-key", "e2e-key"])
+        .args(["--hmac-key", "e2e-key-sixteen-bytes"])
         .stderr(Stdio::null())
         .output()
         .unwrap();

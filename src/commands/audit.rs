@@ -5,6 +5,7 @@ use crate::cli::AuditArgs;
 use anyhow::{Context, Result};
 use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, avro, json};
+use shareaudit::config;
 use shareaudit::consent::ConsentTable;
 use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp};
 use shareaudit::policy::format_finding;
@@ -125,16 +126,10 @@ fn records(
 
 fn hmac_key(args: &AuditArgs) -> Result<Vec<u8>> {
     if let Some(k) = &args.hmac_key {
-        return Ok(k.as_bytes().to_vec());
+        return Ok(config::hmac_key(k.as_bytes().to_vec(), "--hmac-key")?);
     }
     if let Some(path) = &args.hmac_key_file {
-        let mut key = std::fs::read(path)
-            .with_context(|| format!("cannot read HMAC key file {}", path.display()))?;
-        while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            key.pop();
-        }
-        anyhow::ensure!(!key.is_empty(), "HMAC key file {} is empty", path.display());
-        return Ok(key);
+        return Ok(config::read_hmac_key(path)?);
     }
     eprintln!(
         "shareaudit: warning: no --hmac-key given: subject_ref uses a random key and joins only within this run"

@@ -18,20 +18,17 @@ pub fn hmac_key(settings: &Settings) -> Result<Vec<u8>> {
     if let Ok(k) = std::env::var("SHAREAUDIT_HMAC_KEY")
         && !k.is_empty()
     {
-        return Ok(k.into_bytes());
+        return Ok(shareaudit::config::hmac_key(
+            k.into_bytes(),
+            "SHAREAUDIT_HMAC_KEY",
+        )?);
     }
     let Some(path) = &settings.hmac_key_file else {
         anyhow::bail!(
             "no HMAC key for subject_ref: set SHAREAUDIT_HMAC_KEY or --hmac-key-file (a Kubernetes Secret)"
         );
     };
-    let mut key = std::fs::read(path)
-        .with_context(|| format!("cannot read HMAC key file {}", path.display()))?;
-    while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
-        key.pop();
-    }
-    anyhow::ensure!(!key.is_empty(), "HMAC key file {} is empty", path.display());
-    Ok(key)
+    Ok(shareaudit::config::read_hmac_key(path)?)
 }
 
 /// `run --check`: everything `run` reads before it connects, read and
