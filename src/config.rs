@@ -264,6 +264,9 @@ pub struct Settings {
     pub listen: String,
     pub max_in_flight: usize,
     pub max_future_skew: Duration,
+    /// The producers' `message.max.bytes` (librdkafka's default unless
+    /// passed through): dead letters are cut to fit it.
+    pub max_message_bytes: usize,
     pub commit_interval: Duration,
     pub drain_timeout: Duration,
     pub policy_poll: Duration,
@@ -326,6 +329,21 @@ impl Settings {
             }
         }
         let drain_timeout = Duration::from_millis(raw.drain_timeout_ms.unwrap_or(8_000));
+        let max_message_bytes = match raw
+            .librdkafka
+            .get("producer.message.max.bytes")
+            .or_else(|| raw.librdkafka.get("message.max.bytes"))
+        {
+            None => 1_000_000,
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 4096 => n,
+                _ => {
+                    return err(format!(
+                        "message.max.bytes `{v}`: expected a number of bytes, at least 4096"
+                    ));
+                }
+            },
+        };
         let t = raw.topics;
         Ok(Settings {
             brokers,
@@ -348,6 +366,7 @@ impl Settings {
             hmac_key_file: raw.hmac_key_file,
             listen: raw.listen.unwrap_or_else(|| "0.0.0.0:9464".into()),
             max_in_flight,
+            max_message_bytes,
             max_future_skew: Duration::from_millis(
                 raw.max_future_skew_ms.unwrap_or(DEFAULT_FUTURE_SKEW_MS),
             ),

@@ -959,3 +959,83 @@ fn an_event_dated_far_ahead_is_a_dead_letter_and_the_rest_flows() {
         .to_vec();
     assert_eq!(class, b"future_event_time");
 }
+
+/// A record too large for the dead-letter topic was re-sent for ever
+/// (MessageSizeTooLarge) and its partition never committed again. Now its
+/// dead letter is cut to fit, with headers that say so, and the partition
+/// goes on.
+#[test]
+fn a_dead_letter_too_large_for_the_producer_is_cut_to_fit() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use sha2::{Digest, Sha256};
+    let c = cluster(&[("producer.message.max.bytes", "20000")], None);
+    let o = Options {
+        seed: 3,
+        users: 60,
+        ..Options::default()
+    };
+    produce(&c, &o, &[], &[]);
+    let huge: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
+    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    let stream = generate::events(&o, 10);
+    producer
+        .send(
+            BaseRecord::to(&c.settings.topics.events)
+                .partition(0)
+                .key("huge")
+                .payload(&huge),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    for g in &stream {
+        let payload = traffic::encode(&g.event, Framing::Confluent(SCHEMA_ID));
+        producer
+            .send(
+                BaseRecord::to(&c.settings.topics.events)
+                    .partition(0)
+                    .key("k")
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let r = start(&c);
+    r.wait_for("every record judged", Duration::from_secs(30), |m| {
+        judged(m) == 1 + stream.len() as u64
+    });
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    r.stop();
+    assert_eq!(
+        committed(&c).get(&0),
+        ends(&c).get(&0),
+        "the partition committed past it"
+    );
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    assert_eq!(dlq.len(), 1);
+    let header = |name: &str| -> String {
+        dlq[0]
+            .headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let payload = dlq[0].payload().unwrap();
+    assert!(payload.len() < 20_000, "{}", payload.len());
+    assert_eq!(payload, &huge[..payload.len()], "what fits, unchanged");
+    assert_eq!(header("shareaudit.payload.truncated"), "true");
+    assert_eq!(header("shareaudit.payload.size"), "100000");
+    assert_eq!(
+        header("shareaudit.payload.sha256"),
+        shareaudit::model::hex(&Sha256::digest(&huge))
+    );
+    assert_eq!(header("shareaudit.error.class"), "framing");
+}

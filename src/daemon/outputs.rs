@@ -75,7 +75,8 @@ pub fn candidate(settings: &Settings, v: &Violation) -> Output {
 
 /// `rec` unchanged, to the dead-letter topic, with headers naming where it
 /// came from and why (`message` names fields and types, never values).
-/// Counted; logged without the message.
+/// Counted; logged without the message. A record too large for the
+/// producer is cut to fit, with headers that say so (`Output::fitted`).
 pub fn dead_letter(
     settings: &Settings,
     metrics: &Metrics,
@@ -112,4 +113,5 @@ pub fn dead_letter(
         headers,
         partition: None,
     }
+    .fitted(settings.max_message_bytes)
 }

@@ -66,6 +66,57 @@ pub struct Output {
     pub partition: Option<i32>,
 }
 
+/// Headers that say a dead letter's payload was cut to fit the topic.
+pub const TRUNCATED_HEADER: &str = "shareaudit.payload.truncated";
+pub const SIZE_HEADER: &str = "shareaudit.payload.size";
+pub const SHA256_HEADER: &str = "shareaudit.payload.sha256";
+/// The header every dead letter carries (its class): what marks an output as one.
+pub const CLASS_HEADER: &str = "shareaudit.error.class";
+
+/// What a record costs beside its key, value and headers (record and batch
+/// framing), with room to spare.
+const RECORD_OVERHEAD: usize = 1024;
+
+impl Output {
+    /// Bytes of its headers.
+    fn header_bytes(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 8)
+            .sum()
+    }
+
+    /// Whether it is a dead letter (only dead letters may be cut).
+    pub fn is_dead_letter(&self) -> bool {
+        self.headers.iter().any(|(k, _)| k == CLASS_HEADER)
+    }
+
+    /// The output cut to fit `max_bytes` (the producer's `message.max.bytes`,
+    /// or less): its payload keeps what fits, and headers say that it was
+    /// cut, from what size, and the SHA-256 of the whole. Unchanged when it fits.
+    pub fn fitted(mut self, max_bytes: usize) -> Output {
+        let around =
+            self.header_bytes() + self.key.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD + 128;
+        let room = max_bytes.saturating_sub(around);
+        if self.payload.len() <= room {
+            return self;
+        }
+        // Cut again (the broker refused the first cut): the headers keep the original.
+        if !self.headers.iter().any(|(k, _)| k == TRUNCATED_HEADER) {
+            use sha2::{Digest, Sha256};
+            let size = self.payload.len().to_string().into_bytes();
+            let digest = crate::model::hex(&Sha256::digest(&self.payload)).into_bytes();
+            self.headers.extend([
+                (TRUNCATED_HEADER.to_owned(), b"true".to_vec()),
+                (SIZE_HEADER.to_owned(), size),
+                (SHA256_HEADER.to_owned(), digest),
+            ]);
+        }
+        self.payload.truncate(room);
+        self
+    }
+}
+
 /// An output whose delivery failed, to be sent again.
 #[derive(Debug, Clone)]
 struct Retry {

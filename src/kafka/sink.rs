@@ -74,6 +74,28 @@ fn breaks_the_producer(e: &KafkaError) -> bool {
     )
 }
 
+/// A record too large for the broker is refused for good: sent again as it
+/// is, it would hold its partition's commits for ever. A dead letter is
+/// cut to half its size (the headers keep the original's size and SHA-256)
+/// and sent again, until the broker takes it; anything else is retried as
+/// it is, and logged.
+fn refit(e: &KafkaError, output: Output) -> Output {
+    let too_large = matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge)
+    );
+    if !too_large {
+        return output;
+    }
+    if output.is_dead_letter() {
+        let half = output.payload.len() / 2;
+        tracing::warn!(topic = %output.topic, size = output.payload.len(), "dead letter too large for the broker; cutting it to half");
+        return output.fitted(half);
+    }
+    tracing::error!(topic = %output.topic, size = output.payload.len(), "output too large for the broker; it cannot be delivered as it is");
+    output
+}
+
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
         super::client_error(&self.progress.metrics, "producer", &error, reason);
@@ -124,6 +146,7 @@ impl ProducerContext for SinkContext {
                         headers,
                         partition: None,
                     };
+                    let output = refit(e, output);
                     marks.retries.push(Retry {
                         ticket: *ticket,
                         output,
@@ -273,6 +296,7 @@ impl Sink {
             if let Some(held_back) = log_due(&self.failures) {
                 tracing::warn!(error = %e, topic = %output.topic, held_back, "enqueue refused; retrying");
             }
+            let output = refit(&e, output);
             let mut marks = self.progress.lock();
             if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
                 let _ = w.fail(ticket.offset);
@@ -416,5 +440,58 @@ mod tests {
         // Nothing waits any more: a new failure is retried at once.
         b.clear();
         assert!(b.due(ms(at + 10_250), 1));
+    }
+
+    #[test]
+    fn a_dead_letter_the_broker_finds_too_large_is_halved_keeping_the_original_digest() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        let dead = Output {
+            topic: "dlq".into(),
+            key: None,
+            payload: vec![7; 10_000],
+            headers: vec![(super::super::CLASS_HEADER.to_owned(), b"avro".to_vec())],
+            partition: None,
+        };
+        let once = refit(&too_large, dead);
+        assert!(once.payload.len() < 5_000);
+        let digest = once
+            .headers
+            .iter()
+            .find(|(k, _)| k == super::super::SHA256_HEADER)
+            .cloned();
+        let twice = refit(&too_large, once);
+        assert!(twice.payload.len() < 2_500);
+        assert_eq!(
+            twice
+                .headers
+                .iter()
+                .find(|(k, _)| k == super::super::SHA256_HEADER)
+                .cloned(),
+            digest,
+            "the original's digest and size stay"
+        );
+        assert_eq!(
+            twice
+                .headers
+                .iter()
+                .filter(|(k, _)| k == super::super::SIZE_HEADER)
+                .count(),
+            1
+        );
+        // An alert is never cut; another error changes nothing.
+        let alert = Output {
+            topic: "violations".into(),
+            key: None,
+            payload: vec![1; 100],
+            headers: vec![],
+            partition: None,
+        };
+        assert_eq!(refit(&too_large, alert.clone()).payload.len(), 100);
+        let other = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        let dead = Output {
+            headers: vec![(super::super::CLASS_HEADER.to_owned(), b"avro".to_vec())],
+            ..alert
+        };
+        assert_eq!(refit(&other, dead).payload.len(), 100);
     }
 }
