@@ -41,7 +41,7 @@ import time
 import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-BIN = os.path.join(ROOT, "target/release/shareaudit")
+BIN = os.environ.get("SHAREAUDIT_BIN") or os.path.join(ROOT, "target/release/shareaudit")
 BARE = os.path.join(ROOT, "target/release/examples/bare_consume")
 SCHEMA = os.path.join(ROOT, "schemas/DataSharingEvent.avsc")
 

@@ -217,12 +217,12 @@ impl Source {
         for (p, o) in offsets {
             tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*o))?;
         }
-        let mode = if sync {
-            CommitMode::Sync
+        if sync {
+            blocking(|| self.consumer.commit(&tpl, CommitMode::Sync))
         } else {
-            CommitMode::Async
-        };
-        blocking(|| self.consumer.commit(&tpl, mode))
+            // Only enqueued: librdkafka sends it from its own thread.
+            self.consumer.commit(&tpl, CommitMode::Async)
+        }
     }
 
     /// Commits what the watermarks allow (and records it).
