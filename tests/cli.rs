@@ -209,8 +209,12 @@ fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_ru
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("mixed.jsonl:2: JSON syntax error"), "{err}");
     assert!(
-        err.contains("mixed.jsonl:3: malformed record: purpose: unknown Purpose `teleport`"),
+        err.contains("mixed.jsonl:3: malformed record: purpose: unknown Purpose `…`"),
         "{err}"
+    );
+    assert!(
+        !err.contains("teleport"),
+        "the value found is not repeated: {err}"
     );
     assert!(
         err.contains("mixed.jsonl:4: invalid record: record_count: must be at least 1, got -1"),

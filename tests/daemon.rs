@@ -1039,3 +1039,59 @@ fn a_dead_letter_too_large_for_the_producer_is_cut_to_fit() {
     );
     assert_eq!(header("shareaudit.error.class"), "framing");
 }
+
+/// A malformed event's error names the field and the types, never the
+/// value: the dead letter's message header once carried
+/// `invalid type: integer 13800138000`.
+#[test]
+fn a_dead_letter_says_what_is_wrong_without_the_value() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 23,
+        users: 60,
+        ..Options::default()
+    };
+    produce(&c, &o, &[], &[]);
+    let good = generate::events(&o, 1).remove(0).event;
+    let mut json: serde_json::Value = serde_json::to_value(&good).unwrap();
+    json["recipient"]["region"] = serde_json::json!(13800138000u64);
+    json["source_service"] = serde_json::json!("bad\u{1b}[31m");
+    let t = Traffic::new(&c.settings).unwrap();
+    let body = serde_json::to_vec(&json).unwrap();
+    let poison = traffic::Poison {
+        key: "u".into(),
+        payload: body,
+        class: "malformed",
+    };
+    t.events(
+        &c.settings.topics.events,
+        &[],
+        &[poison],
+        Framing::Json,
+        0,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    let r = start(&c);
+    r.wait_for("the record judged", Duration::from_secs(30), |m| {
+        judged(m) == 1
+    });
+    r.stop();
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    assert_eq!(dlq.len(), 1);
+    let message = dlq[0]
+        .headers()
+        .unwrap()
+        .iter()
+        .find(|h| h.key == "shareaudit.error.message")
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap();
+    assert!(
+        message.contains("recipient.region: invalid type: integer"),
+        "{message}"
+    );
+    assert!(!message.contains("13800138000"), "{message}");
+    assert!(!message.contains('\u{1b}'), "{message}");
+}

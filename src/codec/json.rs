@@ -216,10 +216,9 @@ mod tests {
             .replace(r#""event_id":"e-1","#, "");
         let err = decode_event(bad.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("event_id: is required"), "{err}");
-        assert!(
-            err.contains("purpose: unknown Purpose `deliveryy`"),
-            "{err}"
-        );
+        // The value found is not repeated: it could be anything personal.
+        assert!(err.contains("purpose: unknown Purpose `…`"), "{err}");
+        assert!(!err.contains("deliveryy"), "{err}");
         assert!(err.contains("recipient.region: invalid type"), "{err}");
     }
 

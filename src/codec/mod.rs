@@ -8,7 +8,7 @@ pub mod registry;
 pub mod wire;
 
 use crate::config::OutputFormat;
-use crate::model::{Problems, Violation};
+use crate::model::{Problems, Violation, redact};
 use thiserror::Error;
 
 /// A violation as the alert topic takes it: JSON, or Avro framed as the
@@ -33,30 +33,34 @@ pub fn encode_candidate(v: &Violation) -> Vec<u8> {
 }
 
 /// Why a record could not become a model value. Each variant says what
-/// failed and where, for the dead-letter headers and the audit report.
+/// failed and where, for the dead-letter headers and the audit report;
+/// its text never quotes the record's values (`model::redact`).
 #[derive(Debug, Error)]
 pub enum DecodeError {
     /// Not JSON at all.
-    #[error("JSON syntax error at line {line}, column {column}: {message}")]
+    #[error(
+        "JSON syntax error at line {line}, column {column}: {}",
+        redact(message)
+    )]
     Syntax {
         line: usize,
         column: usize,
         message: String,
     },
     /// JSON, but fields are missing, of the wrong type or outside a vocabulary.
-    #[error("malformed record: {0}")]
+    #[error("malformed record: {}", redact(&.0.to_string()))]
     Malformed(Problems),
     /// Decoded, but its values are not acceptable (negative counts, year 9999...).
-    #[error("invalid record: {0}")]
+    #[error("invalid record: {}", redact(&.0.to_string()))]
     Invalid(Problems),
     /// The Avro bytes do not decode with the schema.
-    #[error("Avro decode error: {0}")]
+    #[error("Avro decode error: {}", redact(.0))]
     Avro(String),
     /// A schema itself is broken.
-    #[error("schema error: {0}")]
+    #[error("schema error: {}", redact(.0))]
     Schema(String),
     /// The bytes are in no framing shareaudit reads.
-    #[error("framing error: {0}")]
+    #[error("framing error: {}", redact(.0))]
     Framing(String),
     /// The record names a writer schema nobody knows.
     #[error("unknown writer schema: {0}")]

@@ -7,7 +7,7 @@ use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::config;
 use shareaudit::consent::ConsentTable;
-use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp};
+use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp, redact};
 use shareaudit::policy::format_finding;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -227,7 +227,7 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
             Ok(v) => v,
             Err(problems) => {
                 summary.invalid += 1;
-                eprintln!("{at}: invalid record: {problems}");
+                eprintln!("{at}: invalid record: {}", redact(&problems.to_string()));
                 return Ok(());
             }
         };

@@ -19,7 +19,7 @@ use crate::codec::{DecodeError, wire};
 use crate::config::Settings;
 use crate::kafka::admin::Topology;
 use crate::kafka::{Output, Record};
-use crate::model::{DataSharingEvent, Source as EventSource, Timestamp};
+use crate::model::{DataSharingEvent, Source as EventSource, Timestamp, redact};
 use crate::policy::Policy;
 use crate::telemetry::Metrics;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -276,7 +276,7 @@ impl EventStage {
         };
         match verdict {
             Err(problems) => {
-                let message = format!("invalid record: {problems}");
+                let message = format!("invalid record: {}", redact(&problems.to_string()));
                 out.push((
                     outputs::dead_letter(settings, metrics, rec, "invalid", message),
                     None,

@@ -28,6 +28,54 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// A message about a record, made safe to log, count or put in a header:
+/// quoted values (`` `x` `` and `"x"`, as serde and apache-avro quote what
+/// they found) become `…`, so do runs of six digits or more (an unquoted
+/// phone, ID or card number), and control characters are escaped. Field
+/// paths, types and short numbers stay.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '`' | '"' => {
+                let mut escaped = false;
+                let mut closed = false;
+                for d in chars.by_ref() {
+                    if escaped {
+                        escaped = false;
+                    } else if d == '\\' {
+                        escaped = true;
+                    } else if d == c {
+                        closed = true;
+                        break;
+                    }
+                }
+                out.push(c);
+                out.push('…');
+                if closed {
+                    out.push(c);
+                }
+            }
+            '0'..='9' => {
+                let mut run = String::from(c);
+                while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+                    run.push(d);
+                    chars.next();
+                }
+                if run.len() >= 6 {
+                    out.push('…');
+                } else {
+                    out.push_str(&run);
+                }
+            }
+            c if c.is_control() => out.push_str(&c.escape_default().to_string()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// One thing wrong with a record, at a field path such as `data[2].category`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -72,3 +120,34 @@ impl fmt::Display for Problems {
 }
 
 impl std::error::Error for Problems {}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact;
+
+    #[test]
+    fn messages_keep_paths_and_types_and_lose_values() {
+        assert_eq!(
+            redact("data[0].value: invalid type: integer `13800138000`, expected a string"),
+            "data[0].value: invalid type: integer `…`, expected a string"
+        );
+        assert_eq!(
+            redact(r#"invalid value: string "110105199003071234", expected an RFC 3339 instant"#),
+            "invalid value: string \"…\", expected an RFC 3339 instant"
+        );
+        assert_eq!(
+            redact("Value Long(6217000000000000004) does not match"),
+            "Value Long(…) does not match"
+        );
+        assert_eq!(
+            redact(r#"a "quote \" inside" and after"#),
+            "a \"…\" and after"
+        );
+        assert_eq!(
+            redact("record_count: must be at least 1, got -5"),
+            "record_count: must be at least 1, got -5"
+        );
+        assert_eq!(redact("bell\u{7}\nnext"), "bell\\u{7}\\nnext");
+        assert_eq!(redact("unterminated `1380013"), "unterminated `…");
+    }
+}
