@@ -731,7 +731,8 @@ fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
 }
 
 /// A schema registry on loopback that answers 500 to its first `failures`
-/// requests, then serves our event schema for every id; counts requests.
+/// requests, then serves a recursive schema for id 66 and our event schema
+/// for every other id; counts requests.
 fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
@@ -743,6 +744,11 @@ fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsiz
             let n = a.fetch_add(1, Ordering::SeqCst);
             let resp = if n < failures {
                 tiny_http::Response::from_string("unavailable").with_status_code(500)
+            } else if req.url() == "/schemas/ids/66" {
+                // A type that contains itself: decoding it nests without bound.
+                let recursive = r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#;
+                let body = serde_json::json!({ "schema": recursive }).to_string();
+                tiny_http::Response::from_string(body).with_status_code(200)
             } else {
                 let body = serde_json::json!({"schema": avro::EVENT_AVSC}).to_string();
                 tiny_http::Response::from_string(body).with_status_code(200)
@@ -1094,4 +1100,62 @@ fn a_dead_letter_says_what_is_wrong_without_the_value() {
     );
     assert!(!message.contains("13800138000"), "{message}");
     assert!(!message.contains('\u{1b}'), "{message}");
+}
+
+/// A writer schema that contains itself (nested 40 KB deep, such a record
+/// overflowed the stack and aborted the process: a crash loop of the
+/// group) is refused once for its id; its records are dead letters of
+/// class `foreign_schema`, the others are judged.
+#[test]
+fn a_recursive_writer_schema_is_refused_and_its_records_dead_lettered() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 29,
+        users: 60,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 20);
+    produce(&c, &o, &stream, &[]);
+    // 40 KB of a union branch "N" again and again: what the recursive schema would decode.
+    let nested: Vec<u8> = std::iter::repeat_n(2u8, 40_000).chain([0]).collect();
+    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    for i in 0..3 {
+        let payload = shareaudit::codec::wire::confluent(66, &nested);
+        let key = format!("deep-{i}");
+        producer
+            .send(
+                BaseRecord::to(&c.settings.topics.events)
+                    .key(&key)
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let (url, asked) = flaky_registry(0);
+    let r = start_with(&c, Some(&url));
+    r.wait_for("every record judged", Duration::from_secs(30), |m| {
+        judged(m) == stream.len() as u64 + 3
+    });
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    let m = r.stop();
+    assert_eq!(
+        m.sum(
+            "shareaudit_dead_letters_total",
+            Some(("reason", "foreign_schema"))
+        ),
+        3.0
+    );
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "asked once for id 66; ours are known locally"
+    );
+    assert_eq!(committed(&c), ends(&c));
 }

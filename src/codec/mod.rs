@@ -65,6 +65,10 @@ pub enum DecodeError {
     /// The record names a writer schema nobody knows.
     #[error("unknown writer schema: {0}")]
     UnknownSchema(String),
+    /// The registry's schema of this id is recursive, or one our reader
+    /// schemas cannot resolve: refused once, for good.
+    #[error("writer schema {0} refused: recursive, or not readable as our event or consent")]
+    ForeignSchema(u32),
     /// The writer schema of this id is not known yet: the registry must be
     /// asked first (`registry::Registry::fetch`); the record waits, it is
     /// not a dead letter.
@@ -84,6 +88,7 @@ impl DecodeError {
             DecodeError::Framing(_) => "framing",
             DecodeError::UnknownSchema(_) => "unknown_schema",
             DecodeError::Pending(_) => "registry",
+            DecodeError::ForeignSchema(_) => "foreign_schema",
         }
     }
 }

@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 /// What is known of an id.
 enum Known {
     Schema(Arc<Schema>),
+    /// Parsed, but not one our reader schemas can resolve, or recursive
+    /// (a type that contains itself: decoding it nests without bound):
+    /// its records are dead letters (`foreign_schema`), for good.
+    Refused,
     /// The registry said it has no such id (or it is not an Avro schema that
     /// parses), at this instant: records naming it are dead letters until
     /// the entry expires and the registry is asked again.
@@ -147,7 +151,17 @@ impl Registry {
             Known::Missing(Instant::now())
         } else {
             match Schema::parse_str(&answer.schema) {
-                Ok(s) => Known::Schema(Arc::new(s)),
+                Ok(s) => match acceptable(&s) {
+                    Ok(()) => Known::Schema(Arc::new(s)),
+                    Err(why) => {
+                        tracing::warn!(
+                            id,
+                            why,
+                            "writer schema refused; its records are dead letters (foreign_schema)"
+                        );
+                        Known::Refused
+                    }
+                },
                 Err(e) => {
                     tracing::warn!(id, error = %e, "writer schema does not parse; its records are dead letters");
                     Known::Missing(Instant::now())
@@ -166,6 +180,42 @@ impl Registry {
     }
 }
 
+/// Whether a writer schema may be used: it contains no type that contains
+/// itself, and our event or consent reader schema can read what it writes
+/// (Avro's resolution rules). Decided once per id.
+fn acceptable(writer: &Schema) -> Result<(), &'static str> {
+    if recursive(writer, &mut Vec::new()) {
+        return Err("recursive: a named type contains itself");
+    }
+    let ours = super::avro::schemas().map_err(|_| "our schemas do not parse")?;
+    use apache_avro::schema_compatibility::SchemaCompatibility;
+    let readable = SchemaCompatibility::can_read(writer, &ours.event).is_ok()
+        || SchemaCompatibility::can_read(writer, &ours.consent).is_ok();
+    if readable {
+        Ok(())
+    } else {
+        Err("foreign: neither our event nor our consent schema can read it")
+    }
+}
+
+/// Whether `s` refers to a record it is nested in (`within`: the names of
+/// the records around it).
+fn recursive(s: &Schema, within: &mut Vec<apache_avro::schema::Name>) -> bool {
+    match s {
+        Schema::Ref { name } => within.contains(name),
+        Schema::Record(r) => {
+            within.push(r.name.clone());
+            let found = r.fields.iter().any(|f| recursive(&f.schema, within));
+            within.pop();
+            found
+        }
+        Schema::Array(a) => recursive(&a.items, within),
+        Schema::Map(m) => recursive(&m.types, within),
+        Schema::Union(u) => u.variants().iter().any(|v| recursive(v, within)),
+        _ => false,
+    }
+}
+
 impl SchemaLookup for Registry {
     fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError> {
         if let Some(s) = self.local.by_id(id)? {
@@ -178,6 +228,7 @@ impl SchemaLookup for Registry {
             .get(&id)
         {
             Some(Known::Schema(s)) => Ok(Some(Arc::clone(s))),
+            Some(Known::Refused) => Err(DecodeError::ForeignSchema(id)),
             Some(Known::Missing(at)) if at.elapsed() < self.settings.unknown_id_ttl => Ok(None),
             _ => Err(DecodeError::Pending(id)),
         }
@@ -380,5 +431,29 @@ mod tests {
             },
         );
         assert!(Registry::new(s, LocalSchemas::ours().unwrap()).is_err());
+    }
+
+    #[test]
+    fn recursive_and_foreign_writer_schemas_are_refused_ours_taken() {
+        let parse = |t: &str| Schema::parse_str(t).unwrap();
+        let nested =
+            parse(r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#);
+        assert!(acceptable(&nested).unwrap_err().starts_with("recursive"));
+        let deep = parse(
+            r#"{"type":"record","name":"A","fields":[{"name":"xs","type":{"type":"array","items":{"type":"record","name":"B","fields":[{"name":"up","type":["null","A"]}]}}}]}"#,
+        );
+        assert!(recursive(&deep, &mut Vec::new()));
+        let reuse = parse(
+            r#"{"type":"record","name":"P","fields":[{"name":"a","type":{"type":"record","name":"Q","fields":[]}},{"name":"b","type":"Q"}]}"#,
+        );
+        assert!(
+            !recursive(&reuse, &mut Vec::new()),
+            "a named type used twice is not recursive"
+        );
+        let foreign = parse(r#"{"type":"record","name":"X","fields":[{"name":"a","type":"int"}]}"#);
+        assert!(acceptable(&foreign).unwrap_err().starts_with("foreign"));
+        let ours = avro::schemas().unwrap();
+        assert_eq!(acceptable(&ours.event), Ok(()));
+        assert_eq!(acceptable(&ours.consent), Ok(()));
     }
 }

@@ -39,14 +39,7 @@ fn check(settings: &Settings, policy: &str, version: &PolicyVersion) -> Result<i
         eprintln!("shareaudit run --check: {e:#}");
         return Ok(INPUT_ERROR);
     }
-    let clients = shareaudit::kafka::consumer_config(settings)
-        .create::<rdkafka::consumer::BaseConsumer>()
-        .map(drop)
-        .and_then(|()| {
-            shareaudit::kafka::producer_config(settings)
-                .create::<rdkafka::producer::BaseProducer>()
-                .map(drop)
-        });
+    let clients = shareaudit::kafka::check_properties(settings);
     if let Err(e) = clients {
         eprintln!("shareaudit run --check: librdkafka properties: {e}");
         return Ok(INPUT_ERROR);

@@ -75,7 +75,7 @@ impl Schemas {
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] crate::kafka::KafkaError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("a task of the daemon failed: {0}")]

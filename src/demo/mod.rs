@@ -34,7 +34,7 @@ pub const SCHEMA_ID: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("embedded Kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(#[from] crate::kafka::KafkaError),
     #[error("{0}")]
     Settings(#[from] crate::config::ConfigError),
     #[error("schemas: {0}")]

@@ -5,9 +5,9 @@
 use super::generate::{self, Generated, Options};
 use crate::codec::{avro, wire};
 use crate::config::Settings;
+use crate::kafka::KafkaError;
 pub use crate::kafka::plain::PlainError as TrafficError;
 use crate::kafka::plain::PlainProducer;
-use rdkafka::error::KafkaError;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -27,6 +27,8 @@ pub mod watermark;
 use crate::config::Settings;
 use crate::telemetry::Metrics;
 use rdkafka::ClientConfig;
+/// librdkafka's error, the one Kafka type the rest of the crate names.
+pub use rdkafka::error::KafkaError;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -449,6 +451,14 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
 /// A producer's configuration: `client_config`, then the keys prefixed `producer.`.
 pub fn producer_config(settings: &Settings) -> ClientConfig {
     with_prefixed(settings, PRODUCER)
+}
+
+/// Whether librdkafka takes the settings' properties: a consumer and a
+/// producer are made (which opens no connection) and dropped.
+pub fn check_properties(settings: &Settings) -> Result<(), KafkaError> {
+    consumer_config(settings).create::<rdkafka::consumer::BaseConsumer>()?;
+    producer_config(settings).create::<rdkafka::producer::BaseProducer>()?;
+    Ok(())
 }
 
 /// An error librdkafka reported for a client as a whole (not a record's):
