@@ -24,12 +24,21 @@ pub struct Schemas {
     pub violation: Schema,
 }
 
+/// The most apache-avro may allocate for one length read from input (a
+/// string, an array, a container block): 64 MiB, where an event is a few
+/// KB and a container block rarely past a MB. An 8 KB file claiming a
+/// 500 MB block took 509 MB before.
+pub const MAX_ALLOCATION: usize = 64 * 1024 * 1024;
+
 /// The schemas compiled into the binary. They are tested to parse, so a
 /// failure here is a build defect, reported as an error all the same.
+/// Every Avro decode goes through here first, which also sets apache-avro's
+/// allocation bound (`MAX_ALLOCATION`).
 pub fn schemas() -> Result<&'static Schemas, DecodeError> {
     static SCHEMAS: OnceLock<Result<Schemas, String>> = OnceLock::new();
     SCHEMAS
         .get_or_init(|| {
+            apache_avro::util::max_allocation_bytes(MAX_ALLOCATION);
             let parse = |name: &str, text: &str| {
                 Schema::parse_str(text).map_err(|e| format!("{name}: {e}"))
             };
@@ -342,14 +351,56 @@ pub fn consent_from_value(v: &Value) -> Result<ConsentState, DecodeError> {
     Ok(c)
 }
 
+/// Whether a writer schema may be used: it contains no type that contains
+/// itself, and our event or consent reader schema can read what it writes
+/// (Avro's resolution rules). The registry decides it once per id; a
+/// container file, once per file.
+pub fn usable_writer(writer: &Schema) -> Result<(), &'static str> {
+    if recursive(writer, &mut Vec::new()) {
+        return Err("recursive: a named type contains itself");
+    }
+    let ours = schemas().map_err(|_| "our schemas do not parse")?;
+    use apache_avro::schema_compatibility::SchemaCompatibility;
+    let readable = SchemaCompatibility::can_read(writer, &ours.event).is_ok()
+        || SchemaCompatibility::can_read(writer, &ours.consent).is_ok();
+    if readable {
+        Ok(())
+    } else {
+        Err("foreign: neither our event nor our consent schema can read it")
+    }
+}
+
+/// Whether `s` refers to a record it is nested in (`within`: the names of
+/// the records around it).
+fn recursive(s: &Schema, within: &mut Vec<apache_avro::schema::Name>) -> bool {
+    match s {
+        Schema::Ref { name } => within.contains(name),
+        Schema::Record(r) => {
+            within.push(r.name.clone());
+            let found = r.fields.iter().any(|f| recursive(&f.schema, within));
+            within.pop();
+            found
+        }
+        Schema::Array(a) => recursive(&a.items, within),
+        Schema::Map(m) => recursive(&m.types, within),
+        Schema::Union(u) => u.variants().iter().any(|v| recursive(v, within)),
+        _ => false,
+    }
+}
+
 /// The records of an Avro object container file, each resolved to `reader`.
-/// A record that cannot be read is an `Err` item; reading goes on.
+/// A record that cannot be read is an `Err` item; reading goes on. A file
+/// whose writer schema is not usable (`usable_writer`) is refused whole;
+/// blocks are bounded by `MAX_ALLOCATION`.
 pub fn container_values<'a, R: Read + 'a>(
     input: R,
     reader: &'a Schema,
 ) -> Result<impl Iterator<Item = Result<Value, DecodeError>> + 'a, DecodeError> {
     let r = apache_avro::Reader::with_schema(reader, input)
         .map_err(|e| DecodeError::Avro(e.to_string()))?;
+    usable_writer(r.writer_schema()).map_err(|why| {
+        DecodeError::Schema(format!("the file's writer schema is refused: {why}"))
+    })?;
     Ok(r.map(|v| v.map_err(|e| DecodeError::Avro(e.to_string()))))
 }
 
@@ -538,5 +589,60 @@ mod tests {
             .map(|v| event_from_value(&v.unwrap()).unwrap())
             .collect();
         assert_eq!(back, vec![e.clone(), e]);
+    }
+
+    /// A container file's header, then a block that claims `claimed` bytes.
+    fn claiming(schema: &Schema, value: Value, claimed: i64) -> Vec<u8> {
+        let file = write_container(schema, [value]).unwrap();
+        let sync = &file[file.len() - 16..];
+        let header_end = file.windows(16).position(|w| w == sync).unwrap() + 16;
+        let mut out = file[..header_end].to_vec();
+        let zigzag = |n: i64, out: &mut Vec<u8>| {
+            let mut z = ((n << 1) ^ (n >> 63)) as u64;
+            loop {
+                let b = (z & 0x7f) as u8;
+                z >>= 7;
+                if z == 0 {
+                    out.push(b);
+                    break;
+                }
+                out.push(b | 0x80);
+            }
+        };
+        zigzag(1, &mut out);
+        zigzag(claimed, &mut out);
+        out.extend([0u8; 100]);
+        out
+    }
+
+    #[test]
+    fn a_container_block_claiming_500_mb_is_refused_not_allocated() {
+        let s = schemas().unwrap();
+        let e = crate::demo::generate::events(&crate::demo::generate::Options::default(), 1)
+            .remove(0)
+            .event;
+        let bytes = claiming(&s.event, event_to_value(&e), 500_000_000);
+        let mut values = container_values(&bytes[..], &s.event).unwrap();
+        let err = values.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("allocate"), "{err}");
+    }
+
+    #[test]
+    fn a_container_file_with_a_recursive_writer_schema_is_refused() {
+        let nested = Schema::parse_str(
+            r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#,
+        )
+        .unwrap();
+        let value = Value::Record(vec![(
+            "next".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        )]);
+        let file = write_container(&nested, [value]).unwrap();
+        let s = schemas().unwrap();
+        let err = container_values(&file[..], &s.event)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("recursive"), "{err}");
     }
 }

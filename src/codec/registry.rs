@@ -151,7 +151,7 @@ impl Registry {
             Known::Missing(Instant::now())
         } else {
             match Schema::parse_str(&answer.schema) {
-                Ok(s) => match acceptable(&s) {
+                Ok(s) => match super::avro::usable_writer(&s) {
                     Ok(()) => Known::Schema(Arc::new(s)),
                     Err(why) => {
                         tracing::warn!(
@@ -177,42 +177,6 @@ impl Registry {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, known);
-    }
-}
-
-/// Whether a writer schema may be used: it contains no type that contains
-/// itself, and our event or consent reader schema can read what it writes
-/// (Avro's resolution rules). Decided once per id.
-fn acceptable(writer: &Schema) -> Result<(), &'static str> {
-    if recursive(writer, &mut Vec::new()) {
-        return Err("recursive: a named type contains itself");
-    }
-    let ours = super::avro::schemas().map_err(|_| "our schemas do not parse")?;
-    use apache_avro::schema_compatibility::SchemaCompatibility;
-    let readable = SchemaCompatibility::can_read(writer, &ours.event).is_ok()
-        || SchemaCompatibility::can_read(writer, &ours.consent).is_ok();
-    if readable {
-        Ok(())
-    } else {
-        Err("foreign: neither our event nor our consent schema can read it")
-    }
-}
-
-/// Whether `s` refers to a record it is nested in (`within`: the names of
-/// the records around it).
-fn recursive(s: &Schema, within: &mut Vec<apache_avro::schema::Name>) -> bool {
-    match s {
-        Schema::Ref { name } => within.contains(name),
-        Schema::Record(r) => {
-            within.push(r.name.clone());
-            let found = r.fields.iter().any(|f| recursive(&f.schema, within));
-            within.pop();
-            found
-        }
-        Schema::Array(a) => recursive(&a.items, within),
-        Schema::Map(m) => recursive(&m.types, within),
-        Schema::Union(u) => u.variants().iter().any(|v| recursive(v, within)),
-        _ => false,
     }
 }
 
@@ -438,22 +402,36 @@ mod tests {
         let parse = |t: &str| Schema::parse_str(t).unwrap();
         let nested =
             parse(r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#);
-        assert!(acceptable(&nested).unwrap_err().starts_with("recursive"));
+        assert!(
+            avro::usable_writer(&nested)
+                .unwrap_err()
+                .starts_with("recursive")
+        );
         let deep = parse(
             r#"{"type":"record","name":"A","fields":[{"name":"xs","type":{"type":"array","items":{"type":"record","name":"B","fields":[{"name":"up","type":["null","A"]}]}}}]}"#,
         );
-        assert!(recursive(&deep, &mut Vec::new()));
+        assert!(
+            avro::usable_writer(&deep)
+                .unwrap_err()
+                .starts_with("recursive")
+        );
         let reuse = parse(
             r#"{"type":"record","name":"P","fields":[{"name":"a","type":{"type":"record","name":"Q","fields":[]}},{"name":"b","type":"Q"}]}"#,
         );
         assert!(
-            !recursive(&reuse, &mut Vec::new()),
-            "a named type used twice is not recursive"
+            avro::usable_writer(&reuse)
+                .unwrap_err()
+                .starts_with("foreign"),
+            "a named type used twice is not recursive (only foreign)"
         );
         let foreign = parse(r#"{"type":"record","name":"X","fields":[{"name":"a","type":"int"}]}"#);
-        assert!(acceptable(&foreign).unwrap_err().starts_with("foreign"));
+        assert!(
+            avro::usable_writer(&foreign)
+                .unwrap_err()
+                .starts_with("foreign")
+        );
         let ours = avro::schemas().unwrap();
-        assert_eq!(acceptable(&ours.event), Ok(()));
-        assert_eq!(acceptable(&ours.consent), Ok(()));
+        assert_eq!(avro::usable_writer(&ours.event), Ok(()));
+        assert_eq!(avro::usable_writer(&ours.consent), Ok(()));
     }
 }
