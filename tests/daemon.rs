@@ -730,6 +730,23 @@ fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
     );
 }
 
+/// A producer of the test's own, for records the generator does not make.
+fn raw_producer(c: &Cluster) -> rdkafka::producer::ThreadedProducer<DefaultProducerContext> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.brokers)
+        .create_with_context(DefaultProducerContext)
+        .unwrap()
+}
+
+/// A message's header, as text.
+fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// A schema registry on loopback that answers 500 to its first `failures`
 /// requests, then serves a recursive schema for id 66 and our event schema
 /// for every other id; counts requests.
@@ -765,7 +782,7 @@ fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsiz
 /// judged in order and the commits reach the end. No dead letter.
 #[test]
 fn a_schema_id_the_registry_cannot_give_yet_holds_only_its_partition() {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     use std::sync::atomic::Ordering;
     let c = cluster(&[], None);
     let o = Options {
@@ -779,10 +796,7 @@ fn a_schema_id_the_registry_cannot_give_yet_holds_only_its_partition() {
     t.flush(Duration::from_secs(10)).unwrap();
     // Partition 0 gets events framed with id 77 (the registry's), the others ours.
     const REMOTE: u32 = 77;
-    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .create_with_context(rdkafka::producer::DefaultProducerContext)
-        .unwrap();
+    let producer = raw_producer(&c);
     let mut on_zero = 0;
     for (i, g) in stream.iter().enumerate() {
         let p = (i % 3) as i32;
@@ -846,7 +860,7 @@ fn a_schema_id_the_registry_cannot_give_yet_holds_only_its_partition() {
 #[test]
 fn a_header_name_that_is_not_utf8_stops_nothing() {
     use rdkafka::message::OwnedHeaders;
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     let c = cluster(&[], None);
     let o = Options {
         seed: 5,
@@ -858,10 +872,7 @@ fn a_header_name_that_is_not_utf8_stops_nothing() {
     let t = Traffic::new(&c.settings).unwrap();
     t.consent_states(&c.settings.topics.consent, &o).unwrap();
     t.flush(Duration::from_secs(10)).unwrap();
-    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .create_with_context(rdkafka::producer::DefaultProducerContext)
-        .unwrap();
+    let producer = raw_producer(&c);
     let odd = |headers: &OwnedHeaders| {
         let name = b"\xff\xfe-trace";
         let value = b"v";
@@ -955,15 +966,10 @@ fn an_event_dated_far_ahead_is_a_dead_letter_and_the_rest_flows() {
     assert_eq!(committed(&c), ends(&c));
     let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
     assert_eq!(dlq.len(), 1);
-    let class = dlq[0]
-        .headers()
-        .unwrap()
-        .iter()
-        .find(|h| h.key == "shareaudit.error.class")
-        .and_then(|h| h.value)
-        .unwrap()
-        .to_vec();
-    assert_eq!(class, b"future_event_time");
+    assert_eq!(
+        header(&dlq[0], "shareaudit.error.class").as_deref(),
+        Some("future_event_time")
+    );
 }
 
 /// A record too large for the dead-letter topic was re-sent for ever
@@ -972,7 +978,7 @@ fn an_event_dated_far_ahead_is_a_dead_letter_and_the_rest_flows() {
 /// goes on.
 #[test]
 fn a_dead_letter_too_large_for_the_producer_is_cut_to_fit() {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     use sha2::{Digest, Sha256};
     let c = cluster(&[("producer.message.max.bytes", "20000")], None);
     let o = Options {
@@ -982,10 +988,7 @@ fn a_dead_letter_too_large_for_the_producer_is_cut_to_fit() {
     };
     produce(&c, &o, &[], &[]);
     let huge: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8 | 0x80).collect();
-    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .create_with_context(rdkafka::producer::DefaultProducerContext)
-        .unwrap();
+    let producer = raw_producer(&c);
     let stream = generate::events(&o, 10);
     producer
         .send(
@@ -1024,16 +1027,7 @@ fn a_dead_letter_too_large_for_the_producer_is_cut_to_fit() {
     );
     let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
     assert_eq!(dlq.len(), 1);
-    let header = |name: &str| -> String {
-        dlq[0]
-            .headers()
-            .unwrap()
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
+    let header = |name: &str| header(&dlq[0], name).unwrap_or_default();
     let payload = dlq[0].payload().unwrap();
     assert!(payload.len() < 20_000, "{}", payload.len());
     assert_eq!(payload, &huge[..payload.len()], "what fits, unchanged");
@@ -1086,14 +1080,7 @@ fn a_dead_letter_says_what_is_wrong_without_the_value() {
     r.stop();
     let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
     assert_eq!(dlq.len(), 1);
-    let message = dlq[0]
-        .headers()
-        .unwrap()
-        .iter()
-        .find(|h| h.key == "shareaudit.error.message")
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap();
+    let message = header(&dlq[0], "shareaudit.error.message").unwrap();
     assert!(
         message.contains("recipient.region: invalid type: integer"),
         "{message}"
@@ -1108,7 +1095,7 @@ fn a_dead_letter_says_what_is_wrong_without_the_value() {
 /// class `foreign_schema`, the others are judged.
 #[test]
 fn a_recursive_writer_schema_is_refused_and_its_records_dead_lettered() {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use rdkafka::producer::{BaseRecord, Producer};
     let c = cluster(&[], None);
     let o = Options {
         seed: 29,
@@ -1119,10 +1106,7 @@ fn a_recursive_writer_schema_is_refused_and_its_records_dead_lettered() {
     produce(&c, &o, &stream, &[]);
     // 40 KB of a union branch "N" again and again: what the recursive schema would decode.
     let nested: Vec<u8> = std::iter::repeat_n(2u8, 40_000).chain([0]).collect();
-    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.brokers)
-        .create_with_context(rdkafka::producer::DefaultProducerContext)
-        .unwrap();
+    let producer = raw_producer(&c);
     for i in 0..3 {
         let payload = shareaudit::codec::wire::confluent(66, &nested);
         let key = format!("deep-{i}");
