@@ -74,6 +74,28 @@ fn breaks_the_producer(e: &KafkaError) -> bool {
     )
 }
 
+/// Whether a failed delivery can succeed by itself later (`transient`: the
+/// broker down or slow, a queue full, a leader moving) or not as it is
+/// (`permanent`: too large, not authorised, refused as invalid). Both are
+/// retried; the class is a metric label, so that an alert and a person can
+/// tell an outage from a record that will never pass.
+pub fn failure_class(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::UnsupportedVersion,
+        ) => "permanent",
+        _ => "transient",
+    }
+}
+
 /// A record too large for the broker is refused for good: sent again as it
 /// is, it would hold its partition's commits for ever. A dead letter is
 /// cut to half its size (the headers keep the original's size and SHA-256)
@@ -127,11 +149,15 @@ impl ProducerContext for SinkContext {
                 }
             }
             Err((e, msg)) if ticket.partition == UNTRACKED => {
-                m.delivery_failures.inc();
+                m.delivery_failures
+                    .with_label_values(&[failure_class(e)])
+                    .inc();
                 tracing::debug!(error = %e, topic = msg.topic(), "progress report not delivered; the next one supersedes it");
             }
             Err((e, msg)) => {
-                m.delivery_failures.inc();
+                m.delivery_failures
+                    .with_label_values(&[failure_class(e)])
+                    .inc();
                 if let Some(held_back) = log_due(&self.failures) {
                     tracing::warn!(error = %e, topic = msg.topic(), partition = ticket.partition, offset = ticket.offset, held_back, "delivery failed; holding the watermark and retrying");
                 }
@@ -292,7 +318,11 @@ impl Sink {
     /// the watermark and queues it for `resend_failed`.
     pub fn deliver(&self, output: Output, ticket: Ticket) {
         if let Err(e) = self.send(&output, ticket) {
-            self.progress.metrics.delivery_failures.inc();
+            self.progress
+                .metrics
+                .delivery_failures
+                .with_label_values(&[failure_class(&e)])
+                .inc();
             if let Some(held_back) = log_due(&self.failures) {
                 tracing::warn!(error = %e, topic = %output.topic, held_back, "enqueue refused; retrying");
             }
@@ -315,7 +345,11 @@ impl Sink {
             occurred_at_ms: None,
         };
         if let Err(e) = self.send(output, ticket) {
-            self.progress.metrics.delivery_failures.inc();
+            self.progress
+                .metrics
+                .delivery_failures
+                .with_label_values(&[failure_class(&e)])
+                .inc();
             tracing::warn!(error = %e, topic = %output.topic, "untracked output (progress report, checkpoint or repeated alert) not enqueued");
         }
     }
@@ -493,5 +527,19 @@ mod tests {
             ..alert
         };
         assert_eq!(refit(&other, dead).payload.len(), 100);
+    }
+
+    #[test]
+    fn failures_are_classed_transient_or_permanent() {
+        let class = |c| failure_class(&KafkaError::MessageProduction(c));
+        assert_eq!(class(RDKafkaErrorCode::MessageSizeTooLarge), "permanent");
+        assert_eq!(
+            class(RDKafkaErrorCode::TopicAuthorizationFailed),
+            "permanent"
+        );
+        assert_eq!(class(RDKafkaErrorCode::MessageTimedOut), "transient");
+        assert_eq!(class(RDKafkaErrorCode::QueueFull), "transient");
+        assert_eq!(class(RDKafkaErrorCode::NotEnoughReplicas), "transient");
+        assert_eq!(class(RDKafkaErrorCode::AllBrokersDown), "transient");
     }
 }

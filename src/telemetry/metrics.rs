@@ -4,8 +4,8 @@
 
 use crate::model::{Mode, PolicyVersion, Violation};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::sync::Mutex;
 
@@ -21,7 +21,7 @@ pub struct Metrics {
     pub audit_seconds: Histogram,
     pub event_to_alert_seconds: Histogram,
     pub lag: IntGaugeVec,
-    pub delivery_failures: IntCounter,
+    pub delivery_failures: IntCounterVec,
     pub kafka_errors: IntCounterVec,
     pub consent_users: IntGauge,
     pub consent_records: IntCounterVec,
@@ -78,11 +78,12 @@ fn histogram(
 impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
-        let delivery_failures = IntCounter::new(
+        let delivery_failures = counter_vec(
+            &r,
             "shareaudit_alert_delivery_failures_total",
-            "Deliveries of violations or dead letters the broker did not acknowledge (each is retried)",
+            "Deliveries of violations or dead letters the broker did not acknowledge (each is retried), by class: transient (broker down, timeout, queue) or permanent (too large, not authorised, refused as invalid)",
+            &["class"],
         )?;
-        r.register(Box::new(delivery_failures.clone()))?;
         Ok(Metrics {
             events: counter_vec(
                 &r,
@@ -210,6 +211,9 @@ impl Metrics {
             }
             for result in ["ok", "error"] {
                 m.policy_reloads.with_label_values(&[result]);
+            }
+            for class in ["transient", "permanent"] {
+                m.delivery_failures.with_label_values(&[class]);
             }
         })
     }
