@@ -34,6 +34,9 @@ enum Known {
     Missing(Instant),
 }
 
+/// The largest schema answer read: our own schemas are a few KB.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
 pub struct Registry {
     settings: RegistrySettings,
     client: reqwest::Client,
@@ -135,10 +138,25 @@ impl Registry {
         if !status.is_success() {
             return Err(fail(format!("answered {status}")));
         }
-        let body = resp
-            .bytes()
+        // Read in chunks up to a bound: a registry's answer is data from outside too.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| fail(format!("unreadable answer: {}", e.without_url())))?;
+            .map_err(|e| fail(format!("unreadable answer: {}", e.without_url())))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                tracing::warn!(
+                    id,
+                    limit = MAX_ANSWER_BYTES,
+                    "schema answer too large; its records are dead letters (foreign_schema)"
+                );
+                self.remember(id, Known::Refused);
+                return Ok(());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let answer: SchemaResponse = match serde_json::from_slice(&body) {
             Ok(a) => a,
             Err(e) => return Err(fail(format!("not a schema answer: {e}"))),
@@ -265,6 +283,10 @@ mod tests {
                         serde_json::json!({"schema": "{}", "schemaType": "PROTOBUF"}).to_string(),
                     )
                     .with_status_code(200),
+                    "/schemas/ids/46" => {
+                        tiny_http::Response::from_string("x".repeat(MAX_ANSWER_BYTES + 1))
+                            .with_status_code(200)
+                    }
                     "/schemas/ids/500" => {
                         tiny_http::Response::from_string("boom").with_status_code(500)
                     }
@@ -343,6 +365,14 @@ mod tests {
                 .unwrap_err()
                 .class(),
             "unknown_schema"
+        );
+        // An answer past the bound is not read whole: the id is refused.
+        block_on(r.fetch(46)).unwrap();
+        assert_eq!(
+            wire::decode_event(&wire::confluent(46, b"x"), &r)
+                .unwrap_err()
+                .class(),
+            "foreign_schema"
         );
         // A registry in trouble: no answer, the record waits.
         assert!(block_on(r.fetch(500)).is_err());

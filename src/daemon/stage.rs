@@ -106,7 +106,7 @@ pub async fn run<S: Stage>(
     let mut timer = ticker(Duration::from_millis(50));
     let mut due = Due::new(&io.settings);
     loop {
-        let changes = io.progress.lock().take_rebalances();
+        let changes = io.progress.take_rebalances();
         if !changes.is_empty() {
             stage.rebalanced(&mut io, changes).await;
         }
@@ -137,7 +137,7 @@ pub async fn run<S: Stage>(
                 let mut n = 0;
                 while let Some(r) = next.take() {
                     // An assignment made inside `recv` is the stage's to see before its records.
-                    let changes = io.progress.lock().take_rebalances();
+                    let changes = io.progress.take_rebalances();
                     if !changes.is_empty() {
                         stage.rebalanced(&mut io, changes).await;
                     }

@@ -135,6 +135,9 @@ pub struct Progress {
     changed: Condvar,
     /// For the stage's task, which waits on the runtime.
     notify: tokio::sync::Notify,
+    /// Set when `Marks::rebalances` has something: the stage's hot path
+    /// looks here before it takes the lock.
+    rebalanced: std::sync::atomic::AtomicBool,
     pub metrics: Arc<Metrics>,
     /// The topic whose partitions these are (metric labels).
     pub topic: String,
@@ -248,17 +251,11 @@ impl Marks {
         &self.committed
     }
 
-    /// Partitions assigned (true) or revoked (false) since the last call.
-    pub fn take_rebalances(&mut self) -> Vec<(i32, bool)> {
-        std::mem::take(&mut self.rebalances)
-    }
-
     /// A partition left: its watermark, commit and failed outputs go (the
-    /// next owner reads those records again).
+    /// next owner reads those records again). The caller records the revoke.
     fn forget(&mut self, partition: i32) {
         self.by_partition.remove(&partition);
         self.committed.remove(&partition);
-        self.rebalances.push((partition, false));
         self.retries.retain(|r| r.ticket.partition != partition);
     }
 }
@@ -269,6 +266,7 @@ impl Progress {
             marks: Mutex::new(Marks::default()),
             changed: Condvar::new(),
             notify: tokio::sync::Notify::new(),
+            rebalanced: std::sync::atomic::AtomicBool::new(false),
             metrics,
             topic: topic.to_owned(),
         }
@@ -305,6 +303,22 @@ impl Progress {
             .assigned_partitions
             .with_label_values(&[&self.topic])
             .set(n as i64);
+    }
+
+    /// Partitions assigned (true) or revoked (false) since the last call, in order.
+    pub fn take_rebalances(&self) -> Vec<(i32, bool)> {
+        use std::sync::atomic::Ordering;
+        if !self.rebalanced.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.lock().rebalances)
+    }
+
+    /// Records partitions assigned or revoked, for `take_rebalances`.
+    fn rebalance(&self, marks: &mut Marks, partitions: impl IntoIterator<Item = (i32, bool)>) {
+        marks.rebalances.extend(partitions);
+        self.rebalanced
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     pub fn lock(&self) -> MutexGuard<'_, Marks> {

@@ -115,6 +115,8 @@ impl ConsumerContext for SourceContext {
             held.remove(p);
             self.progress.forget_partition(*p);
         }
+        self.progress
+            .rebalance(&mut marks, partitions.iter().map(|p| (*p, false)));
         tracing::info!(topic = %self.topic, ?partitions, drained, "partitions revoked");
     }
 
@@ -131,10 +133,9 @@ impl ConsumerContext for SourceContext {
             if let Err(e) = set {
                 tracing::warn!(topic = %self.topic, paused, error = %e, "could not set the pause of assigned partitions");
             }
+            let mut marks = self.progress.lock();
             self.progress
-                .lock()
-                .rebalances
-                .extend(partitions.iter().map(|p| (*p, true)));
+                .rebalance(&mut marks, partitions.iter().map(|p| (*p, true)));
         }
         let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
         self.progress.set_assigned(n);
