@@ -391,6 +391,78 @@ fn a_failing_alert_topic_holds_the_commits_and_every_alert_arrives_after_recover
     );
 }
 
+/// An alert topic that refuses the daemon for good (here: not authorised)
+/// must not hold the partitions for ever: each refused alert is a dead
+/// letter of class `delivery_refused`, carrying the alert and the event's
+/// provenance, and the commits reach the end.
+#[test]
+fn an_alert_refused_for_good_is_a_dead_letter_and_the_partitions_move_on() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 8,
+        users: 100,
+        violation_share: 0.3,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 120);
+    produce(&c, &o, &stream, &[]);
+    let want = expected(&stream);
+    assert!(!want.is_empty());
+    c.mock
+        .topic_error(
+            &c.settings.topics.violations,
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        )
+        .unwrap();
+    let r = start(&c);
+    r.wait_for("every event judged", Duration::from_secs(30), |m| {
+        judged(m) == stream.len() as u64
+    });
+    r.wait_for(
+        "every refused alert dead-lettered",
+        Duration::from_secs(30),
+        |m| {
+            m.sum(
+                "shareaudit_dead_letters_total",
+                Some(("reason", "delivery_refused")),
+            ) as usize
+                == want.len()
+        },
+    );
+    r.wait_for("everything acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    assert!(!r.handle.is_finished(), "the daemon still runs");
+    let m = r.stop();
+    assert!(
+        m.sum(
+            "shareaudit_alert_delivery_failures_total",
+            Some(("class", "permanent"))
+        ) > 0.0
+    );
+    assert_eq!(committed(&c), ends(&c), "the commits reach the end");
+    let dlq = read_all(&c.settings.brokers, &c.settings.topics.dead_letters);
+    let mut got = BTreeSet::new();
+    for d in &dlq {
+        assert_eq!(
+            header(d, "shareaudit.error.class").as_deref(),
+            Some("delivery_refused")
+        );
+        assert_eq!(
+            header(d, "shareaudit.source.topic").as_deref(),
+            Some(c.settings.topics.events.as_str())
+        );
+        let v: Violation = serde_json::from_slice(d.payload().unwrap()).unwrap();
+        assert_eq!(
+            header(d, "shareaudit.source.offset"),
+            Some(v.source.as_ref().unwrap().offset.to_string()),
+            "the event's own offset"
+        );
+        got.insert((v.event_id, v.rule_id));
+    }
+    assert_eq!(got, want, "every alert is in the dead-letter topic");
+}
+
 #[test]
 fn consent_changes_read_while_running_judge_later_events() {
     let c = cluster(&[], None);

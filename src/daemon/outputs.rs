@@ -15,15 +15,6 @@ use crate::telemetry::Metrics;
 /// An output and the event time of its violation (`None`: not a violation).
 pub type Timed = (Output, Option<i64>);
 
-/// The headers a dead letter carries beside the record's own.
-pub const DLQ_HEADERS: [&str; 5] = [
-    "shareaudit.source.topic",
-    "shareaudit.source.partition",
-    "shareaudit.source.offset",
-    "shareaudit.error.class",
-    "shareaudit.error.message",
-];
-
 /// Counts what `verdict` found and returns the alerts it enforces.
 pub fn verdict(
     settings: &Settings,
@@ -92,26 +83,11 @@ pub fn dead_letter(
         offset = rec.offset,
         "dead letter"
     );
-    let mut headers = rec.headers.clone();
-    let values = [
-        rec.topic.clone(),
-        rec.partition.to_string(),
-        rec.offset.to_string(),
-        class.to_owned(),
+    Output::dead_letter(
+        &settings.topics.dead_letters,
+        rec.clone(),
+        class,
         message,
-    ];
-    headers.extend(
-        DLQ_HEADERS
-            .iter()
-            .zip(values)
-            .map(|(k, v)| ((*k).to_owned(), v.into_bytes())),
-    );
-    Output {
-        topic: settings.topics.dead_letters.clone(),
-        key: rec.key.clone(),
-        payload: rec.payload.clone().unwrap_or_default(),
-        headers,
-        partition: None,
-    }
-    .fitted(settings.max_message_bytes)
+        settings.max_message_bytes,
+    )
 }

@@ -68,24 +68,77 @@ pub struct Output {
     pub partition: Option<i32>,
 }
 
+/// The headers every dead letter carries after the record's own: where it
+/// came from and why (`message` names fields and types, never values).
+pub const DLQ_HEADERS: [&str; 5] = [
+    "shareaudit.source.topic",
+    "shareaudit.source.partition",
+    "shareaudit.source.offset",
+    CLASS_HEADER,
+    "shareaudit.error.message",
+];
+/// The header every dead letter carries (its class): what marks an output as one.
+pub const CLASS_HEADER: &str = "shareaudit.error.class";
 /// Headers that say a dead letter's payload was cut to fit the topic.
 pub const TRUNCATED_HEADER: &str = "shareaudit.payload.truncated";
 pub const SIZE_HEADER: &str = "shareaudit.payload.size";
 pub const SHA256_HEADER: &str = "shareaudit.payload.sha256";
-/// The header every dead letter carries (its class): what marks an output as one.
-pub const CLASS_HEADER: &str = "shareaudit.error.class";
+/// Set when the record's own headers did not fit beside ours: how many were left out.
+pub const HEADERS_DROPPED_HEADER: &str = "shareaudit.headers.dropped";
+/// Set when the record's key did not fit: its size (the key is left out).
+pub const KEY_DROPPED_HEADER: &str = "shareaudit.key.dropped";
 
 /// What a record costs beside its key, value and headers (record and batch
 /// framing), with room to spare.
-const RECORD_OVERHEAD: usize = 1024;
+pub(crate) const RECORD_OVERHEAD: usize = 1024;
+/// Room kept for the headers `fitted` may add.
+const FIT_HEADERS: usize = 192;
 
 impl Output {
+    /// A dead letter of `rec` for `topic`: its key, payload and headers
+    /// unchanged, then `DLQ_HEADERS`; cut to fit `max_bytes` (`fitted`).
+    pub fn dead_letter(
+        topic: &str,
+        rec: Record,
+        class: &str,
+        message: String,
+        max_bytes: usize,
+    ) -> Output {
+        let mut headers = rec.headers;
+        let values = [
+            rec.topic,
+            rec.partition.to_string(),
+            rec.offset.to_string(),
+            class.to_owned(),
+            message,
+        ];
+        headers.extend(
+            DLQ_HEADERS
+                .iter()
+                .zip(values)
+                .map(|(k, v)| ((*k).to_owned(), v.into_bytes())),
+        );
+        Output {
+            topic: topic.to_owned(),
+            key: rec.key,
+            payload: rec.payload.unwrap_or_default(),
+            headers,
+            partition: None,
+        }
+        .fitted(max_bytes)
+    }
+
     /// Bytes of its headers.
     fn header_bytes(&self) -> usize {
         self.headers
             .iter()
             .map(|(k, v)| k.len() + v.len() + 8)
             .sum()
+    }
+
+    /// Bytes of its key, payload and headers.
+    pub fn size(&self) -> usize {
+        self.payload.len() + self.key.as_ref().map_or(0, Vec::len) + self.header_bytes()
     }
 
     /// Whether it is a dead letter (only dead letters may be cut).
@@ -95,16 +148,37 @@ impl Output {
 
     /// The output cut to fit `max_bytes` (the producer's `message.max.bytes`,
     /// or less): its payload keeps what fits, and headers say that it was
-    /// cut, from what size, and the SHA-256 of the whole. Unchanged when it fits.
+    /// cut, from what size, and the SHA-256 of the whole. When the record's
+    /// own headers, then its key, leave no room for ours, they are left out
+    /// and a header says so. Unchanged when it fits.
     pub fn fitted(mut self, max_bytes: usize) -> Output {
-        let around =
-            self.header_bytes() + self.key.as_ref().map_or(0, Vec::len) + RECORD_OVERHEAD + 128;
-        let room = max_bytes.saturating_sub(around);
-        if self.payload.len() <= room {
+        let budget = max_bytes.saturating_sub(RECORD_OVERHEAD);
+        if self.size() <= budget {
             return self;
         }
+        let fixed =
+            |o: &Output| o.header_bytes() + o.key.as_ref().map_or(0, Vec::len) + FIT_HEADERS;
+        if fixed(&self) > budget {
+            let before = self.headers.len();
+            self.headers.retain(|(k, _)| k.starts_with("shareaudit."));
+            let dropped = before - self.headers.len();
+            if dropped > 0 {
+                self.headers.push((
+                    HEADERS_DROPPED_HEADER.to_owned(),
+                    dropped.to_string().into_bytes(),
+                ));
+            }
+        }
+        if fixed(&self) > budget
+            && let Some(key) = self.key.take()
+        {
+            self.headers.push((
+                KEY_DROPPED_HEADER.to_owned(),
+                key.len().to_string().into_bytes(),
+            ));
+        }
         // Cut again (the broker refused the first cut): the headers keep the original.
-        if !self.headers.iter().any(|(k, _)| k == TRUNCATED_HEADER) {
+        if !self.payload.is_empty() && !self.headers.iter().any(|(k, _)| k == TRUNCATED_HEADER) {
             use sha2::{Digest, Sha256};
             let size = self.payload.len().to_string().into_bytes();
             let digest = crate::model::hex(&Sha256::digest(&self.payload)).into_bytes();
@@ -114,6 +188,8 @@ impl Output {
                 (SHA256_HEADER.to_owned(), digest),
             ]);
         }
+        let room =
+            budget.saturating_sub(self.header_bytes() + self.key.as_ref().map_or(0, Vec::len));
         self.payload.truncate(room);
         self
     }
@@ -555,6 +631,74 @@ mod tests {
         // Each client takes its own: librdkafka would refuse a property it does not know.
         c.create::<rdkafka::consumer::BaseConsumer>().unwrap();
         p.create::<BaseProducer>().unwrap();
+    }
+
+    fn record(key: usize, headers: usize, payload: usize) -> Record {
+        Record {
+            topic: "events".into(),
+            partition: 1,
+            offset: 9,
+            key: Some(vec![b'k'; key]),
+            payload: Some(vec![b'p'; payload]),
+            headers: (0..headers)
+                .map(|i| (format!("h{i}"), vec![b'v'; 1_000]))
+                .collect(),
+        }
+    }
+
+    fn has(o: &Output, name: &str) -> Option<String> {
+        o.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    #[test]
+    fn a_dead_letter_that_fits_is_the_record_unchanged_with_its_provenance() {
+        let o = Output::dead_letter("dlq", record(3, 2, 100), "avro", "m".into(), 1_000_000);
+        assert_eq!(o.payload.len(), 100);
+        assert_eq!(o.key.as_deref(), Some(&b"kkk"[..]));
+        assert_eq!(o.headers.len(), 2 + DLQ_HEADERS.len());
+        assert_eq!(has(&o, "shareaudit.source.offset").as_deref(), Some("9"));
+        assert_eq!(has(&o, TRUNCATED_HEADER), None);
+    }
+
+    #[test]
+    fn a_dead_letter_always_fits_cutting_payload_then_own_headers_then_key() {
+        let max = 20_000;
+        // Payload too large: cut, with size and digest.
+        let o = Output::dead_letter("dlq", record(3, 2, 50_000), "avro", "m".into(), max);
+        assert!(o.size() + RECORD_OVERHEAD <= max, "{}", o.size());
+        assert_eq!(has(&o, SIZE_HEADER).as_deref(), Some("50000"));
+        assert_eq!(
+            o.headers.len(),
+            2 + DLQ_HEADERS.len() + 3,
+            "the record's own headers stay"
+        );
+        // The record's own headers alone are too large: left out, and counted.
+        let o = Output::dead_letter("dlq", record(3, 40, 500), "avro", "m".into(), max);
+        assert!(o.size() + RECORD_OVERHEAD <= max, "{}", o.size());
+        assert_eq!(has(&o, HEADERS_DROPPED_HEADER).as_deref(), Some("40"));
+        assert_eq!(has(&o, "shareaudit.error.class").as_deref(), Some("avro"));
+        assert_eq!(has(&o, SIZE_HEADER).as_deref(), Some("500"));
+        // And the key: left out, its size said.
+        let o = Output::dead_letter("dlq", record(30_000, 1, 10), "avro", "m".into(), max);
+        assert!(o.size() + RECORD_OVERHEAD <= max, "{}", o.size());
+        assert_eq!(o.key, None);
+        assert_eq!(has(&o, KEY_DROPPED_HEADER).as_deref(), Some("30000"));
+        // Halving as a broker refuses again and again ends with our headers alone.
+        let mut o = Output::dead_letter(
+            "dlq",
+            record(30_000, 40, 90_000),
+            "avro",
+            "m".into(),
+            1 << 20,
+        );
+        for _ in 0..40 {
+            o = o.clone().fitted(o.size() / 2 + RECORD_OVERHEAD);
+        }
+        assert!(o.size() < 1_000, "{}", o.size());
+        assert_eq!(has(&o, "shareaudit.source.partition").as_deref(), Some("1"));
     }
 
     #[test]

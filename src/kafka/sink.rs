@@ -1,9 +1,11 @@
 //! The producer of violations and dead letters: `acks=all`, at least once. An
 //! output counts as produced only when the broker's delivery report says
 //! so; a failed delivery fails the output in the watermark (which then
-//! holds) and is queued to be sent again. Nothing is dropped.
+//! holds) and is queued to be sent again: as it is when the failure is
+//! transient, as a dead letter when the broker refused it for good.
+//! Nothing is dropped.
 
-use super::{Output, Progress, Retry, Ticket};
+use super::{Output, Progress, RECORD_OVERHEAD, Retry, Ticket};
 use crate::config::Settings;
 use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -25,6 +27,9 @@ pub struct SinkContext {
     delivered: Arc<AtomicU64>,
     /// Failed deliveries, logged a line at a time (an outage fails thousands).
     failures: Arc<Mutex<Throttle>>,
+    /// Where an output refused for good goes, and the size it must fit.
+    dead_letters: String,
+    max_message_bytes: usize,
 }
 
 /// One log line for a flood of the same failure: the first at once, then at
@@ -76,9 +81,9 @@ fn breaks_the_producer(e: &KafkaError) -> bool {
 
 /// Whether a failed delivery can succeed by itself later (`transient`: the
 /// broker down or slow, a queue full, a leader moving) or not as it is
-/// (`permanent`: too large, not authorised, refused as invalid). Both are
-/// retried; the class is a metric label, so that an alert and a person can
-/// tell an outage from a record that will never pass.
+/// (`permanent`: too large, not authorised, refused as invalid). The class
+/// is a metric label, so that an alert and a person can tell an outage from
+/// a record that will never pass; `SinkContext::after_failure` acts on it.
 pub fn failure_class(e: &KafkaError) -> &'static str {
     match e.rdkafka_error_code() {
         Some(
@@ -96,26 +101,63 @@ pub fn failure_class(e: &KafkaError) -> &'static str {
     }
 }
 
-/// A record too large for the broker is refused for good: sent again as it
-/// is, it would hold its partition's commits for ever. A dead letter is
-/// cut to half its size (the headers keep the original's size and SHA-256)
-/// and sent again, until the broker takes it; anything else is retried as
-/// it is, and logged.
-fn refit(e: &KafkaError, output: Output) -> Output {
-    let too_large = matches!(
-        e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::MessageSizeTooLarge)
-    );
-    if !too_large {
-        return output;
+/// The dead-letter class of an output the broker refused for good.
+pub const DELIVERY_REFUSED: &str = "delivery_refused";
+
+impl SinkContext {
+    /// What goes out again after a failed delivery of `output` for the
+    /// record of `ticket`. A transient failure: the output as it is. A
+    /// dead letter too large for the broker: cut to half its size (the
+    /// headers keep the original's size and SHA-256). Any other output the
+    /// broker refuses for good (too large, not authorised, invalid): a dead
+    /// letter of class `delivery_refused` at once, carrying that output (a
+    /// violation, free of personal values) and the record's provenance, so
+    /// that its partition moves on instead of holding for ever.
+    fn after_failure(&self, e: &KafkaError, ticket: &Ticket, output: Output) -> Output {
+        if failure_class(e) != "permanent" {
+            return output;
+        }
+        if output.is_dead_letter() {
+            if matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::MessageSizeTooLarge)
+            ) {
+                tracing::warn!(topic = %output.topic, size = output.size(), "dead letter too large for the broker; cutting it to half");
+                let half = output.size() / 2 + RECORD_OVERHEAD;
+                return output.fitted(half);
+            }
+            // The dead-letter topic itself refuses: nothing else can hold
+            // the record; its partition holds and the alert on commits pages.
+            return output;
+        }
+        tracing::error!(error = %e, topic = %output.topic, partition = ticket.partition, offset = ticket.offset, "output refused for good; sending it to the dead-letter topic");
+        self.progress
+            .metrics
+            .dead_letters
+            .with_label_values(&[DELIVERY_REFUSED])
+            .inc();
+        let message = format!(
+            "the broker refused this output for topic {} for good: {}",
+            output.topic,
+            e.rdkafka_error_code()
+                .map_or_else(|| e.to_string(), |c| format!("{c:?}"))
+        );
+        let rec = super::Record {
+            topic: self.progress.topic.clone(),
+            partition: ticket.partition,
+            offset: ticket.offset,
+            key: output.key,
+            payload: Some(output.payload),
+            headers: output.headers,
+        };
+        Output::dead_letter(
+            &self.dead_letters,
+            rec,
+            DELIVERY_REFUSED,
+            message,
+            self.max_message_bytes,
+        )
     }
-    if output.is_dead_letter() {
-        let half = output.payload.len() / 2;
-        tracing::warn!(topic = %output.topic, size = output.payload.len(), "dead letter too large for the broker; cutting it to half");
-        return output.fitted(half);
-    }
-    tracing::error!(topic = %output.topic, size = output.payload.len(), "output too large for the broker; it cannot be delivered as it is");
-    output
 }
 
 impl ClientContext for SinkContext {
@@ -172,7 +214,7 @@ impl ProducerContext for SinkContext {
                         headers,
                         partition: None,
                     };
-                    let output = refit(e, output);
+                    let output = self.after_failure(e, &ticket, output);
                     marks.retries.push(Retry {
                         ticket: *ticket,
                         output,
@@ -266,6 +308,8 @@ impl Sink {
             broken: Arc::clone(&broken),
             delivered: Arc::clone(&delivered),
             failures: Arc::clone(&failures),
+            dead_letters: settings.topics.dead_letters.clone(),
+            max_message_bytes: settings.max_message_bytes,
         })?;
         Ok(Sink {
             producer,
@@ -304,6 +348,8 @@ impl Sink {
             broken: Arc::clone(&broken),
             delivered: Arc::clone(&self.delivered),
             failures: Arc::clone(&self.failures),
+            dead_letters: self.producer.context().dead_letters.clone(),
+            max_message_bytes: self.producer.context().max_message_bytes,
         }) {
             // Dropping the old producer purges its queue: each output fails and is queued for a retry.
             Ok(fresh) => {
@@ -326,7 +372,7 @@ impl Sink {
             if let Some(held_back) = log_due(&self.failures) {
                 tracing::warn!(error = %e, topic = %output.topic, held_back, "enqueue refused; retrying");
             }
-            let output = refit(&e, output);
+            let output = self.producer.context().after_failure(&e, &ticket, output);
             let mut marks = self.progress.lock();
             if let Some(w) = marks.by_partition.get_mut(&ticket.partition) {
                 let _ = w.fail(ticket.offset);
@@ -476,8 +522,34 @@ mod tests {
         assert!(b.due(ms(at + 10_250), 1));
     }
 
+    fn context() -> SinkContext {
+        let metrics = Arc::new(crate::telemetry::Metrics::new().unwrap());
+        SinkContext {
+            progress: Arc::new(Progress::new(metrics, "events")),
+            broken: Arc::default(),
+            delivered: Arc::default(),
+            failures: Arc::default(),
+            dead_letters: "dlq".into(),
+            max_message_bytes: 1_000_000,
+        }
+    }
+
+    fn header<'a>(o: &'a Output, name: &str) -> Option<&'a [u8]> {
+        o.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    const TICKET: Ticket = Ticket {
+        partition: 2,
+        offset: 41,
+        occurred_at_ms: None,
+    };
+
     #[test]
     fn a_dead_letter_the_broker_finds_too_large_is_halved_keeping_the_original_digest() {
+        let sink = context();
         let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
         let dead = Output {
             topic: "dlq".into(),
@@ -486,47 +558,87 @@ mod tests {
             headers: vec![(super::super::CLASS_HEADER.to_owned(), b"avro".to_vec())],
             partition: None,
         };
-        let once = refit(&too_large, dead);
-        assert!(once.payload.len() < 5_000);
-        let digest = once
-            .headers
-            .iter()
-            .find(|(k, _)| k == super::super::SHA256_HEADER)
-            .cloned();
-        let twice = refit(&too_large, once);
-        assert!(twice.payload.len() < 2_500);
+        let once = sink.after_failure(&too_large, &TICKET, dead);
+        assert!(once.size() < 5_100, "{}", once.size());
+        let digest = header(&once, super::super::SHA256_HEADER).map(<[u8]>::to_vec);
+        let twice = sink.after_failure(&too_large, &TICKET, once);
+        assert!(twice.size() < 2_600, "{}", twice.size());
         assert_eq!(
-            twice
-                .headers
-                .iter()
-                .find(|(k, _)| k == super::super::SHA256_HEADER)
-                .cloned(),
+            header(&twice, super::super::SHA256_HEADER).map(<[u8]>::to_vec),
             digest,
             "the original's digest and size stay"
         );
+        let sizes = twice
+            .headers
+            .iter()
+            .filter(|(k, _)| k == super::super::SIZE_HEADER)
+            .count();
+        assert_eq!(sizes, 1);
+        // A transient failure changes nothing.
+        let queue_full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
         assert_eq!(
-            twice
-                .headers
-                .iter()
-                .filter(|(k, _)| k == super::super::SIZE_HEADER)
-                .count(),
-            1
+            sink.after_failure(&queue_full, &TICKET, twice.clone())
+                .size(),
+            twice.size()
         );
-        // An alert is never cut; another error changes nothing.
+    }
+
+    #[test]
+    fn an_output_refused_for_good_becomes_a_dead_letter_with_its_provenance() {
+        let sink = context();
         let alert = Output {
             topic: "violations".into(),
-            key: None,
-            payload: vec![1; 100],
+            key: Some(b"sf-express".to_vec()),
+            payload: b"{\"rule_id\":\"x\"}".to_vec(),
             headers: vec![],
             partition: None,
         };
-        assert_eq!(refit(&too_large, alert.clone()).payload.len(), 100);
-        let other = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
-        let dead = Output {
-            headers: vec![(super::super::CLASS_HEADER.to_owned(), b"avro".to_vec())],
-            ..alert
-        };
-        assert_eq!(refit(&other, dead).payload.len(), 100);
+        let queue_full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        let same = sink.after_failure(&queue_full, &TICKET, alert.clone());
+        assert_eq!(
+            (same.topic.as_str(), same.headers.len()),
+            ("violations", 0),
+            "a transient failure: retried as it is"
+        );
+        for code in [
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidRecord,
+        ] {
+            let dead =
+                sink.after_failure(&KafkaError::MessageProduction(code), &TICKET, alert.clone());
+            assert_eq!(dead.topic, "dlq");
+            assert_eq!(dead.payload, alert.payload, "the output itself");
+            assert_eq!(dead.key, alert.key);
+            assert_eq!(
+                header(&dead, "shareaudit.error.class"),
+                Some(&b"delivery_refused"[..])
+            );
+            assert_eq!(
+                header(&dead, "shareaudit.source.topic"),
+                Some(&b"events"[..])
+            );
+            assert_eq!(
+                header(&dead, "shareaudit.source.partition"),
+                Some(&b"2"[..])
+            );
+            assert_eq!(header(&dead, "shareaudit.source.offset"), Some(&b"41"[..]));
+            let message =
+                String::from_utf8(header(&dead, "shareaudit.error.message").unwrap().to_vec())
+                    .unwrap();
+            assert!(
+                message.contains("violations") && message.contains(&format!("{code:?}")),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            sink.progress
+                .metrics
+                .dead_letters
+                .with_label_values(&[DELIVERY_REFUSED])
+                .get(),
+            3
+        );
     }
 
     #[test]

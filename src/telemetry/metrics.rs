@@ -81,7 +81,7 @@ impl Metrics {
         let delivery_failures = counter_vec(
             &r,
             "shareaudit_alert_delivery_failures_total",
-            "Deliveries of violations or dead letters the broker did not acknowledge (each is retried), by class: transient (broker down, timeout, queue) or permanent (too large, not authorised, refused as invalid)",
+            "Deliveries of violations or dead letters the broker did not acknowledge, by class: transient (broker down, timeout, queue; retried) or permanent (too large, not authorised, refused as invalid; an alert becomes a delivery_refused dead letter)",
             &["class"],
         )?;
         Ok(Metrics {
