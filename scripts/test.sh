@@ -5,7 +5,8 @@
 #   loading, detectors, the engine, every policy case through the engine and
 #   through the `shareaudit audit` binary;
 # - the benchmarks in test mode (each runs once: they still build and work);
-# - the shipped policy's own test cases, with coverage of every rule.
+# - the shipped policy's own test cases, with coverage of every rule;
+# - a smoke of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,10 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install
 cargo test --locked --lib --tests --benches
 cargo run --locked --quiet -- policy check deploy/policy/default.yaml
 cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
+
+# Every fuzz target under AFL++ for 10 s (installs cargo-afl when missing);
+# the campaigns proper are `scripts/fuzz.sh` (FUZZING.md).
+bash scripts/fuzz.sh --seconds 10 --execs 1000000 --out fuzz/out-smoke
 
 # Alert rules (promtool unit tests) and Alertmanager routes (amtool); installs Debian's packages when missing.
 bash scripts/observability.sh

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("policytest", 4),
     ("kafka", 4),
     ("daemon", 5),
+    ("fuzzing", 5),
     ("demo", 6),
 ];
 

@@ -20,6 +20,7 @@
 //! | [`policytest`] | policy test cases as data (`shareaudit policy test`, like `opa test`) |
 //! | [`kafka`] | everything librdkafka: the group member, the producer and its delivery reports, the commit watermark, the consent reader |
 //! | [`daemon`] | the daemon on tokio: the event stage and the rate stage on one stage loop, the consent and reload tasks, one cancellation token |
+//! | [`fuzzing`] | the fuzz targets: one function per decoder of untrusted bytes (`fuzz/` runs them under AFL++; the tests replay their corpus) |
 //! | [`demo`] | the demo (embedded cluster, generator, daemon) and the generated traffic the tests use |
 //! | `cli`, `commands` (the binary) | the command line and the commands behind it: all file and terminal I/O, `anyhow` errors |
 //!
@@ -48,6 +49,7 @@ pub mod consent;
 pub mod daemon;
 pub mod demo;
 mod detect;
+pub mod fuzzing;
 pub mod kafka;
 pub mod model;
 pub mod policy;

@@ -66,6 +66,18 @@ pub fn decode_event_into(bytes: &[u8], event: &mut DataSharingEvent) -> Result<(
     event.problems().into_result().map_err(DecodeError::Invalid)
 }
 
+/// Decodes and validates one event through serde_json alone: the
+/// reference the fast path must agree with (tests and fuzzing).
+pub fn decode_event_serde(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
+    let event: DataSharingEvent =
+        serde_json::from_slice(bytes).map_err(|e| explain(bytes, e, event_field_problems))?;
+    event
+        .problems()
+        .into_result()
+        .map_err(DecodeError::Invalid)?;
+    Ok(event)
+}
+
 /// Decodes and validates one consent state.
 pub fn decode_consent(bytes: &[u8]) -> Result<ConsentState, DecodeError> {
     match serde_json::from_slice::<ConsentState>(bytes) {

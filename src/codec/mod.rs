@@ -2,6 +2,7 @@
 //! beyond the reader handed in.
 
 pub mod avro;
+pub mod container;
 mod fast;
 pub mod json;
 pub mod registry;

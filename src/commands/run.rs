@@ -65,8 +65,8 @@ pub fn schemas(settings: &Settings) -> Result<Schemas> {
     for (id, path) in &settings.schema_ids {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("schema id {id}: cannot read {}", path.display()))?;
-        let schema = apache_avro::Schema::parse_str(&text)
-            .with_context(|| format!("schema id {id}: {}", path.display()))?;
+        let schema = shareaudit::codec::avro::parse_schema(&text)
+            .map_err(|e| anyhow::anyhow!("schema id {id}: {}: {e}", path.display()))?;
         local.add_id(*id, Arc::new(schema));
     }
     Ok(match &settings.schema_registry {

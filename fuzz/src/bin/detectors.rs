@@ -1,0 +1,6 @@
+//! Fuzz target `detectors`: see `shareaudit::fuzzing::detectors`.
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        shareaudit::fuzzing::detectors(data);
+    });
+}
