@@ -820,8 +820,8 @@ fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
 }
 
 /// A schema registry on loopback that answers 500 to its first `failures`
-/// requests, then serves a recursive schema for id 66 and our event schema
-/// for every other id; counts requests.
+/// requests, then serves a recursive schema for id 66, our consent schema
+/// for id 77 and our event schema for every other id; counts requests.
 fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
@@ -838,6 +838,9 @@ fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsiz
                 let recursive = r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#;
                 let body = serde_json::json!({ "schema": recursive }).to_string();
                 tiny_http::Response::from_string(body).with_status_code(200)
+            } else if req.url() == "/schemas/ids/77" {
+                let body = serde_json::json!({"schema": avro::CONSENT_AVSC}).to_string();
+                tiny_http::Response::from_string(body).with_status_code(200)
             } else {
                 let body = serde_json::json!({"schema": avro::EVENT_AVSC}).to_string();
                 tiny_http::Response::from_string(body).with_status_code(200)
@@ -846,6 +849,77 @@ fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsiz
         }
     });
     (url, asked)
+}
+
+/// A consent record whose writer schema the registry cannot give yet is
+/// retried until it can, never skipped: the cancelled account it carries
+/// judges the user's next event.
+#[test]
+fn a_consent_record_whose_schema_is_not_known_yet_waits_and_is_applied() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let c = cluster(&[], None);
+    let (url, asked) = flaky_registry(6);
+    let mut state =
+        shareaudit::codec::json::decode_consent(include_bytes!("fixtures/consent-full.json"))
+            .unwrap();
+    state.user_id = "u-77".into();
+    state.account_status = shareaudit::model::AccountStatus::Cancelled;
+    let framed = shareaudit::codec::wire::confluent(77, &avro::encode_consent(&state).unwrap());
+    let producer = raw_producer(&c);
+    producer
+        .send(
+            BaseRecord::to(&c.settings.topics.consent)
+                .key("u-77")
+                .payload(&framed),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let r = start_with(&c, Some(&url));
+    r.wait_for("the consent record applied", Duration::from_secs(60), |m| {
+        m.sum("shareaudit_consent_records_total", Some(("outcome", "ok"))) == 1.0
+    });
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst) > 6,
+        "asked again after the failures"
+    );
+    assert_eq!(
+        r.metrics.sum(
+            "shareaudit_consent_records_total",
+            Some(("outcome", "invalid"))
+        ),
+        0.0,
+        "never skipped"
+    );
+    let mut event =
+        shareaudit::codec::json::decode_event(include_bytes!("fixtures/event-full.json")).unwrap();
+    event.subject.user_id = "u-77".into();
+    let t = Traffic::new(&c.settings).unwrap();
+    let stream = [Generated {
+        event: event.clone(),
+        expected: vec![],
+    }];
+    t.events(
+        &c.settings.topics.events,
+        &stream,
+        &[],
+        Framing::Json,
+        0,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
+    r.wait_for("judged", Duration::from_secs(30), |m| judged(m) == 1);
+    r.wait_for("acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    r.stop();
+    let rules: Vec<String> = violations(&c)
+        .into_iter()
+        .filter(|v| v.event_id == event.event_id)
+        .map(|v| v.rule_id)
+        .collect();
+    assert!(rules.iter().any(|r| r == "account.cancelled"), "{rules:?}");
 }
 
 /// A writer schema the registry cannot give yet holds the one partition

@@ -203,6 +203,21 @@ pub fn tombstone_user(bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// Depth is bounded on both paths: a record nested a million deep is a
+    /// syntax error (serde_json's recursion limit), not a stack overflow.
+    #[test]
+    fn a_record_nested_a_million_deep_is_an_error_not_a_crash() {
+        for open in [&b"["[..], b"{\"a\":"] {
+            let deep = open.repeat(1_000_000);
+            let wrapped = [&b"{\"event_id\":"[..], &deep].concat();
+            for bytes in [&deep, &wrapped] {
+                assert!(matches!(decode_event(bytes), Err(DecodeError::Syntax { .. })));
+                assert!(matches!(decode_event_serde(bytes), Err(DecodeError::Syntax { .. })));
+                assert!(decode_consent(bytes).is_err());
+            }
+        }
+    }
+
     const EVENT: &str = r#"{"event_id":"e-1","occurred_at":"2026-11-20T10:15:30.123+08:00","source_service":"order-fulfilment","flow":"share",
       "subject":{"user_id":"u-10023","role":"buyer","age":34,"guardian_consent":null,"third_party_authorized":null},
       "recipient":{"id":"sf-express","category":"logistics_carrier","region":"CN","acting_for_merchant":null},
