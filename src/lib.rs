@@ -58,3 +58,5 @@ pub mod telemetry;
 
 #[cfg(test)]
 mod layers;
+#[cfg(test)]
+mod testalloc;

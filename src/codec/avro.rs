@@ -23,11 +23,15 @@ pub struct Schemas {
     pub violation: Schema,
 }
 
-/// The most apache-avro may allocate for one length read from input (a
-/// string, an array, a container block): 64 MiB, where an event is a few
-/// KB and a container block rarely past a MB. An 8 KB file claiming a
-/// 500 MB block took 509 MB before.
-pub const MAX_ALLOCATION: usize = 64 * 1024 * 1024;
+/// apache-avro's bound on one length read from input: the bytes of a string
+/// (or `bytes`, `fixed`), and the item count of an array or map block,
+/// which it reserves up front, at the size of a `Value` (about 50 bytes)
+/// each. 1 MiB: an event is a few KB, and a record past Kafka's default
+/// `message.max.bytes` (1 MB) cannot come anyway. At 64 MiB a 342-byte
+/// record claiming an array of 72 million items made the decoder reserve
+/// 3.4 GB (found by the `wire` fuzz target). Container blocks have their
+/// own bound (`container::MAX_BLOCK`).
+pub const MAX_ALLOCATION: usize = 1024 * 1024;
 
 /// The schemas compiled into the binary. They are tested to parse, so a
 /// failure here is a build defect, reported as an error all the same.
@@ -408,6 +412,9 @@ pub fn usable_writer(writer: &Schema) -> Result<(), &'static str> {
     if recursive(writer, &mut Vec::new()) {
         return Err("recursive: a named type contains itself");
     }
+    if weightless_items(writer) {
+        return Err("unbounded: an array of items written in zero bytes");
+    }
     let ours = schemas().map_err(|_| "our schemas do not parse")?;
     use apache_avro::schema_compatibility::SchemaCompatibility;
     let readable = SchemaCompatibility::can_read(writer, &ours.event).is_ok()
@@ -416,6 +423,28 @@ pub fn usable_writer(writer: &Schema) -> Result<(), &'static str> {
         Ok(())
     } else {
         Err("foreign: neither our event nor our consent schema can read it")
+    }
+}
+
+/// Whether `s` holds an array whose items take no bytes (null, a fixed of
+/// size 0, a record of such fields): a few bytes could then claim, and
+/// make the decoder build, millions of items. Every other item takes at
+/// least a byte, so the items decoded are bounded by the record's size.
+fn weightless_items(s: &Schema) -> bool {
+    fn weightless(s: &Schema) -> bool {
+        match s {
+            Schema::Null => true,
+            Schema::Fixed(f) => f.size == 0,
+            Schema::Record(r) => r.fields.iter().all(|f| weightless(&f.schema)),
+            _ => false,
+        }
+    }
+    match s {
+        Schema::Array(a) => weightless(&a.items) || weightless_items(&a.items),
+        Schema::Map(m) => weightless_items(&m.types),
+        Schema::Record(r) => r.fields.iter().any(|f| weightless_items(&f.schema)),
+        Schema::Union(u) => u.variants().iter().any(weightless_items),
+        _ => false,
     }
 }
 
@@ -677,6 +706,60 @@ mod tests {
             err.contains("size at byte") && err.contains("is not between 0 and"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_record_claiming_millions_of_items_never_asks_for_more_than_a_bound() {
+        // 342 bytes the `wire` fuzz target made: an array block claiming 72
+        // million items, which apache-avro reserved up front (3.4 GB).
+        let crash = include_bytes!("../../fuzz/corpus/wire/crash-array-count-8804a364");
+        schemas().unwrap();
+        let (decoded, largest) = crate::testalloc::largest_allocation(|| {
+            crate::codec::wire::decode_event(
+                crash,
+                &crate::codec::wire::LocalSchemas::ours().unwrap(),
+            )
+        });
+        assert!(decoded.is_err());
+        assert!(largest < 64 << 20, "asked for {largest} bytes at once");
+        // The same claim by hand: an array block of 2^30 strings in 5 bytes.
+        let array = Schema::parse_str(r#"{"type":"array","items":"string"}"#).unwrap();
+        let claim = [0x80, 0x80, 0x80, 0x80, 0x08];
+        let (decoded, largest) =
+            crate::testalloc::largest_allocation(|| decode_value(&claim, &array, &array));
+        assert!(decoded.is_err());
+        assert!(largest < 64 << 20, "asked for {largest} bytes at once");
+    }
+
+    #[test]
+    fn a_writer_schema_with_an_array_of_weightless_items_is_refused() {
+        for items in [
+            r#""null""#,
+            r#"{"type":"fixed","name":"Z","size":0}"#,
+            r#"{"type":"record","name":"E","fields":[{"name":"n","type":"null"}]}"#,
+            r#"{"type":"array","items":"null"}"#,
+        ] {
+            let text = EVENT_AVSC.replacen(
+                r#""fields": ["#,
+                &format!(
+                    r#""fields": [{{"name":"extra","type":{{"type":"array","items":{items}}}}},"#
+                ),
+                1,
+            );
+            let writer = parse_schema(&text).unwrap();
+            assert_eq!(
+                usable_writer(&writer),
+                Err("unbounded: an array of items written in zero bytes"),
+                "{items}"
+            );
+        }
+        // Items that take a byte or more are fine, and so is our own schema.
+        let text = EVENT_AVSC.replacen(
+            r#""fields": ["#,
+            r#""fields": [{"name":"extra","type":{"type":"array","items":["null","int"]},"default":[]},"#,
+            1,
+        );
+        assert_eq!(usable_writer(&parse_schema(&text).unwrap()), Ok(()));
     }
 
     #[test]

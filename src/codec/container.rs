@@ -16,7 +16,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value;
 
 /// The most bytes a block may take, compressed or inflated.
-pub const MAX_BLOCK: usize = super::avro::MAX_ALLOCATION;
+pub const MAX_BLOCK: usize = 64 * 1024 * 1024;
 /// The most bytes the header's metadata map may take.
 const MAX_METADATA: usize = 16 * 1024 * 1024;
 const MAGIC: &[u8; 4] = b"Obj\x01";

@@ -90,8 +90,13 @@ fn parse<T: FromStr>(slot: &mut T, v: V<'_, '_>) -> Option<()> {
     Some(())
 }
 
+/// An integer. Zero is a doubt: the tape cannot tell `0` from `-0`, which
+/// serde_json reads as the float -0.0 and refuses for an integer field
+/// (found by the `json` fuzz target).
 fn int<T: TryFrom<i64>>(v: V<'_, '_>) -> Option<T> {
-    v.as_i64().and_then(|i| T::try_from(i).ok())
+    v.as_i64()
+        .filter(|&i| i != 0)
+        .and_then(|i| T::try_from(i).ok())
 }
 
 fn put<T>(slot: &mut T, value: Option<T>) -> Option<()> {

@@ -211,8 +211,14 @@ mod tests {
             let deep = open.repeat(1_000_000);
             let wrapped = [&b"{\"event_id\":"[..], &deep].concat();
             for bytes in [&deep, &wrapped] {
-                assert!(matches!(decode_event(bytes), Err(DecodeError::Syntax { .. })));
-                assert!(matches!(decode_event_serde(bytes), Err(DecodeError::Syntax { .. })));
+                assert!(matches!(
+                    decode_event(bytes),
+                    Err(DecodeError::Syntax { .. })
+                ));
+                assert!(matches!(
+                    decode_event_serde(bytes),
+                    Err(DecodeError::Syntax { .. })
+                ));
                 assert!(decode_consent(bytes).is_err());
             }
         }
