@@ -463,6 +463,64 @@ fn an_alert_refused_for_good_is_a_dead_letter_and_the_partitions_move_on() {
     assert_eq!(got, want, "every alert is in the dead-letter topic");
 }
 
+/// What is judged again (after a crash, every record past the last commit
+/// is) says exactly what it said the first time, byte for byte:
+/// `detected_at` is the event record's log time, not the clock's. A second
+/// group judges the whole topic again, a while later.
+#[test]
+fn a_record_judged_again_yields_the_same_alerts_byte_for_byte() {
+    let c = cluster(&[], None);
+    let o = Options {
+        seed: 12,
+        users: 150,
+        violation_share: 0.3,
+        ..Options::default()
+    };
+    let stream = generate::events(&o, 200);
+    produce(&c, &o, &stream, &[]);
+    let want = expected(&stream);
+    let run = |c: &Cluster, already: usize| {
+        let r = start(c);
+        r.wait_for("every event judged", Duration::from_secs(30), |m| {
+            judged(m) == stream.len() as u64
+        });
+        r.wait_for("acknowledged", Duration::from_secs(30), |m| {
+            m.sum("shareaudit_in_flight_records", None) == 0.0
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while violations(c).len() < already + want.len() {
+            assert!(Instant::now() < deadline, "alerts missing");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r.stop();
+    };
+    run(&c, 0);
+    let first: BTreeSet<Vec<u8>> = read_all(&c.settings.brokers, &c.settings.topics.violations)
+        .iter()
+        .map(|m| m.payload().unwrap().to_vec())
+        .collect();
+    assert_eq!(first.len(), want.len(), "one alert per expected violation");
+    std::thread::sleep(Duration::from_millis(1_100));
+    let again = Cluster {
+        settings: Settings {
+            group_id: "shareaudit-again".into(),
+            ..c.settings.clone()
+        },
+        ..c
+    };
+    run(&again, want.len());
+    let all: Vec<Vec<u8>> = read_all(&again.settings.brokers, &again.settings.topics.violations)
+        .iter()
+        .map(|m| m.payload().unwrap().to_vec())
+        .collect();
+    assert_eq!(all.len(), 2 * want.len(), "every alert twice");
+    let second: BTreeSet<Vec<u8>> = all.into_iter().collect();
+    assert_eq!(
+        second, first,
+        "the second copies are the first, byte for byte"
+    );
+}
+
 #[test]
 fn consent_changes_read_while_running_judge_later_events() {
     let c = cluster(&[], None);

@@ -431,9 +431,14 @@ fn build(
 }
 
 /// The cluster stage's decision on a `rate_candidate` that fired: its
-/// detail written, the current policy's exceptions applied as the engine
-/// applies them to every other rule.
-pub fn decide_rate(policy: &Policy, mut v: Violation, count: usize, now: Timestamp) -> Verdict {
+/// detail written, the current policy's exceptions applied (as of
+/// `detected_at`) as the engine applies them to every other rule.
+pub fn decide_rate(
+    policy: &Policy,
+    mut v: Violation,
+    count: usize,
+    detected_at: Timestamp,
+) -> Verdict {
     let limit = volume::rate_limit(policy, &v.recipient_id, v.recipient_category).unwrap_or(0);
     v.detail = volume::rate_detail(
         count,
@@ -442,9 +447,9 @@ pub fn decide_rate(policy: &Policy, mut v: Violation, count: usize, now: Timesta
         policy.params.rate_window_millis,
         limit,
     );
-    v.detected_at = now;
+    v.detected_at = detected_at;
     let mut verdict = Verdict::default();
-    match exception(policy, &v, CatSet::EMPTY, now) {
+    match exception(policy, &v, CatSet::EMPTY, detected_at) {
         Some(mode) => {
             verdict.suppressed.push(Suppressed {
                 rule: RuleId::VolumeRecipientRate,

@@ -261,8 +261,10 @@ impl EventStage {
         now: Timestamp,
         out: &mut Vec<Timed>,
     ) {
+        // The record's log time, not the clock: a copy judged again after a
+        // crash or a rebalance is then the same, byte for byte.
         let ctx = AuditContext {
-            detected_at: now,
+            detected_at: rec.timestamp.map_or(now, Timestamp),
             source: Some(EventSource {
                 topic: rec.topic.clone(),
                 partition: rec.partition,

@@ -12,7 +12,7 @@ use super::stage::{Stage, StageIo};
 use crate::audit::decide_rate;
 use crate::kafka::restore::{Stored, read_partition};
 use crate::kafka::{Marks, Output, Record};
-use crate::model::{RuleId, Timestamp, Violation};
+use crate::model::{RuleId, Violation};
 use crate::policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -185,7 +185,10 @@ impl RateStage {
         if let Some(count) = fired
             && policy.rule(RuleId::VolumeRecipientRate).is_some()
         {
-            let verdict = decide_rate(&policy, v, count, Timestamp::now());
+            // At the candidate's own detection time (its event's log time):
+            // whichever owner fires it, and however often, says the same.
+            let at = v.detected_at;
+            let verdict = decide_rate(&policy, v, count, at);
             outputs::verdict(&io.settings, &io.metrics, &policy, &verdict, &mut out);
         }
         settle(io, partition, offset, out);

@@ -134,6 +134,7 @@ pub fn headers(data: &[u8]) {
         key,
         payload,
         headers,
+        timestamp: None,
     };
     let out = Output::dead_letter("dlq", rec, "framing", "m".into(), max);
     let ours: usize = out

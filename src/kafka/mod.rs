@@ -46,6 +46,9 @@ pub struct Record {
     /// The record's own headers, carried into a dead letter. A name that is
     /// not UTF-8 keeps its valid parts, its other bytes written `\xNN`.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Its timestamp in the log (create or log-append time, in ms): the same
+    /// for every reader, every time it is read.
+    pub timestamp: Option<i64>,
 }
 
 /// Which record an output belongs to.
@@ -643,6 +646,7 @@ mod tests {
             headers: (0..headers)
                 .map(|i| (format!("h{i}"), vec![b'v'; 1_000]))
                 .collect(),
+            timestamp: None,
         }
     }
 

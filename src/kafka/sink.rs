@@ -149,6 +149,7 @@ impl SinkContext {
             key: output.key,
             payload: Some(output.payload),
             headers: output.headers,
+            timestamp: None,
         };
         Output::dead_letter(
             &self.dead_letters,

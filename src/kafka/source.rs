@@ -191,6 +191,7 @@ impl Source {
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
             headers: super::headers(&msg),
+            timestamp: msg.timestamp().to_millis(),
         })
     }
 
