@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The daemon: a consumer-group member that audits every event of the topic.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Everything on one machine, no Kafka installed: an embedded cluster,
     /// generated traffic, the daemon, its metrics, a live summary.
     Demo(DemoArgs),
@@ -158,6 +158,9 @@ pub struct RunArgs {
     /// How far past the time it is judged an event may be dated; later, it is a dead letter (future_event_time).
     #[arg(long)]
     pub max_future_skew_ms: Option<u64>,
+    /// How long an event may wait for the consent reader to catch up to its time (default 10000); then it is judged, marked stale.
+    #[arg(long)]
+    pub consent_max_wait_ms: Option<u64>,
     #[arg(long)]
     pub drain_timeout_ms: Option<u64>,
     #[arg(long)]
@@ -188,6 +191,7 @@ impl RunArgs {
             listen: self.listen.clone(),
             max_in_flight: self.max_in_flight,
             max_future_skew_ms: self.max_future_skew_ms,
+            consent_max_wait_ms: self.consent_max_wait_ms,
             drain_timeout_ms: self.drain_timeout_ms,
             commit_interval_ms: self.commit_interval_ms,
             librdkafka: self.librdkafka.iter().cloned().collect(),

@@ -44,6 +44,9 @@ pub struct RawSettings {
     /// How far past the time it is judged an event may be dated (clock
     /// skew); later, it is a dead letter (`future_event_time`).
     pub max_future_skew_ms: Option<u64>,
+    /// How long an event may wait for the consent reader to catch up to its
+    /// time; after that it is judged with the consent view as it is (stale).
+    pub consent_max_wait_ms: Option<u64>,
     pub commit_interval_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub policy_poll_ms: Option<u64>,
@@ -91,6 +94,7 @@ impl RawSettings {
         take!(listen);
         take!(max_in_flight);
         take!(max_future_skew_ms);
+        take!(consent_max_wait_ms);
         take!(commit_interval_ms);
         take!(drain_timeout_ms);
         take!(policy_poll_ms);
@@ -264,6 +268,7 @@ pub struct Settings {
     pub listen: String,
     pub max_in_flight: usize,
     pub max_future_skew: Duration,
+    pub consent_max_wait: Duration,
     /// The producers' `message.max.bytes` (librdkafka's default unless
     /// passed through): dead letters are cut to fit it.
     pub max_message_bytes: usize,
@@ -370,6 +375,7 @@ impl Settings {
             max_future_skew: Duration::from_millis(
                 raw.max_future_skew_ms.unwrap_or(DEFAULT_FUTURE_SKEW_MS),
             ),
+            consent_max_wait: Duration::from_millis(raw.consent_max_wait_ms.unwrap_or(10_000)),
             commit_interval: Duration::from_millis(raw.commit_interval_ms.unwrap_or(500)),
             drain_timeout,
             policy_poll: Duration::from_millis(raw.policy_poll_ms.unwrap_or(2_000)),

@@ -879,7 +879,7 @@ fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
 
 /// A schema registry on loopback that answers 500 to its first `failures`
 /// requests, then serves a recursive schema for id 66, our consent schema
-/// for id 77 and our event schema for every other id; counts requests.
+/// for id 78 and our event schema for every other id; counts requests.
 fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
@@ -896,7 +896,7 @@ fn flaky_registry(failures: usize) -> (String, Arc<std::sync::atomic::AtomicUsiz
                 let recursive = r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#;
                 let body = serde_json::json!({ "schema": recursive }).to_string();
                 tiny_http::Response::from_string(body).with_status_code(200)
-            } else if req.url() == "/schemas/ids/77" {
+            } else if req.url() == "/schemas/ids/78" {
                 let body = serde_json::json!({"schema": avro::CONSENT_AVSC}).to_string();
                 tiny_http::Response::from_string(body).with_status_code(200)
             } else {
@@ -922,7 +922,7 @@ fn a_consent_record_whose_schema_is_not_known_yet_waits_and_is_applied() {
             .unwrap();
     state.user_id = "u-77".into();
     state.account_status = shareaudit::model::AccountStatus::Cancelled;
-    let framed = shareaudit::codec::wire::confluent(77, &avro::encode_consent(&state).unwrap());
+    let framed = shareaudit::codec::wire::confluent(78, &avro::encode_consent(&state).unwrap());
     let producer = raw_producer(&c);
     producer
         .send(
@@ -978,6 +978,145 @@ fn a_consent_record_whose_schema_is_not_known_yet_waits_and_is_applied() {
         .map(|v| v.rule_id)
         .collect();
     assert!(rules.iter().any(|r| r == "account.cancelled"), "{rules:?}");
+}
+
+/// Produces, through a producer of the test's own: a consent state of
+/// user u-77 with a cancelled account, in Avro under schema id 78 (which the
+/// registry gives only after its failures: the consent reader waits behind
+/// it), then at once `n` events of that user (JSON). Returns their ids.
+fn cancellation_then_events(c: &Cluster, n: usize) -> Vec<String> {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let producer = raw_producer(c);
+    let mut cancelled =
+        shareaudit::codec::json::decode_consent(include_bytes!("fixtures/consent-full.json"))
+            .unwrap();
+    cancelled.user_id = "u-77".into();
+    cancelled.account_status = shareaudit::model::AccountStatus::Cancelled;
+    let framed = shareaudit::codec::wire::confluent(78, &avro::encode_consent(&cancelled).unwrap());
+    producer
+        .send(
+            BaseRecord::to(&c.settings.topics.consent)
+                .key("u-77")
+                .payload(&framed),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let event =
+        shareaudit::codec::json::decode_event(include_bytes!("fixtures/event-full.json")).unwrap();
+    let ids: Vec<String> = (0..n).map(|i| format!("e-after-{i}")).collect();
+    for id in &ids {
+        let mut e = event.clone();
+        e.subject.user_id = "u-77".into();
+        e.event_id = id.clone();
+        // Abroad: a violation whatever the consent (cross_border.prohibited).
+        e.recipient.region = "US".into();
+        let payload = serde_json::to_vec(&e).unwrap();
+        producer
+            .send(
+                BaseRecord::to(&c.settings.topics.events)
+                    .key("u-77")
+                    .payload(&payload),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    ids
+}
+
+fn cancelled_alerts(c: &Cluster) -> Vec<rdkafka::message::OwnedMessage> {
+    read_all(&c.settings.brokers, &c.settings.topics.violations)
+        .into_iter()
+        .filter(|m| {
+            serde_json::from_slice::<Violation>(m.payload().unwrap())
+                .is_ok_and(|v| v.rule_id == "account.cancelled")
+        })
+        .collect()
+}
+
+/// A change of consent logged before an event applies to that event,
+/// however far behind the consent reader is: here it waits seconds for the
+/// registry to give the change's schema, while 40 events of the user come
+/// (issue 14 saw 0 of 40 flagged with a reader behind). The events wait for
+/// the reader, then every one is judged with the cancellation.
+#[test]
+fn a_consent_change_logged_before_an_event_applies_to_it_however_far_behind_the_reader_is() {
+    let c = cluster(&[], None);
+    let (url, _) = flaky_registry(5);
+    let r = start_with(&c, Some(&url));
+    r.wait_for("ready", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_ready", None) == 1.0
+    });
+    let ids = cancellation_then_events(&c, 40);
+    r.wait_for("all 40 judged", Duration::from_secs(60), |m| {
+        judged(m) == 40
+    });
+    r.wait_for("acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    assert_eq!(r.metrics.sum("shareaudit_consent_stale_total", None), 0.0);
+    let text = r.metrics.render();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("shareaudit_consent_wait_seconds_count") && !l.ends_with(" 0")),
+        "the partition waited for the consent reader:\n{text}"
+    );
+    r.stop();
+    let flagged: BTreeSet<String> = cancelled_alerts(&c)
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Violation>(m.payload().unwrap())
+                .unwrap()
+                .event_id
+        })
+        .collect();
+    let want: BTreeSet<String> = ids.into_iter().collect();
+    assert_eq!(
+        flagged, want,
+        "every event after the cancellation is judged with it"
+    );
+    assert!(
+        cancelled_alerts(&c)
+            .iter()
+            .all(|m| header(m, "shareaudit.consent.stale").is_none())
+    );
+}
+
+/// The wait is bounded: past `consent_max_wait` the events are judged with
+/// the table as it is, counted, and their alerts say the view was stale.
+#[test]
+fn an_event_waits_for_consent_at_most_the_maximum_then_is_judged_marked_stale() {
+    let mut c = cluster(&[], None);
+    c.settings.consent_max_wait = Duration::from_millis(300);
+    let (url, _) = flaky_registry(1_000_000);
+    let r = start_with(&c, Some(&url));
+    r.wait_for("ready", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_ready", None) == 1.0
+    });
+    cancellation_then_events(&c, 5);
+    r.wait_for("all 5 judged", Duration::from_secs(30), |m| judged(m) == 5);
+    r.wait_for("acknowledged", Duration::from_secs(30), |m| {
+        m.sum("shareaudit_in_flight_records", None) == 0.0
+    });
+    assert_eq!(r.metrics.sum("shareaudit_consent_stale_total", None), 5.0);
+    assert!(!r.handle.is_finished());
+    r.stop();
+    let all = read_all(&c.settings.brokers, &c.settings.topics.violations);
+    assert!(
+        !all.is_empty(),
+        "the fixture's event breaks other rules too"
+    );
+    for m in &all {
+        assert_eq!(
+            header(m, "shareaudit.consent.stale").as_deref(),
+            Some("true")
+        );
+    }
+    assert!(
+        cancelled_alerts(&c).is_empty(),
+        "the cancellation was never read"
+    );
 }
 
 /// A writer schema the registry cannot give yet holds the one partition

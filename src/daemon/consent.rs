@@ -1,6 +1,7 @@
 //! The consent task: the compacted consent topic into the consent table,
 //! read to its end before the event stage starts (`loaded`), then kept
-//! current. A record whose writer schema is not known yet waits while the
+//! current; after each record applied, and every 50 ms, the reader's
+//! `ConsentSync` says how far in log time the table is complete. A record whose writer schema is not known yet waits while the
 //! registry is asked (consent records are never skipped for an outage); a
 //! record that cannot be decoded is counted and logged without its values.
 
@@ -23,6 +24,8 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let mut announced = false;
+    let mut refresh = tokio::time::interval(std::time::Duration::from_millis(50));
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if !announced && reader.caught_up() {
             announced = true;
@@ -37,12 +40,18 @@ pub async fn run(
         let record = tokio::select! {
             _ = stop.cancelled() => return,
             r = reader.next() => r,
+            // A caught-up reader learns from each fetch that it still is.
+            _ = refresh.tick() => {
+                reader.refresh();
+                continue;
+            }
         };
         match record {
             Ok(r) => {
                 if !apply(&r, &table, &schemas, &metrics, &stop).await {
                     return;
                 }
+                reader.applied(&r);
             }
             Err(e) => tracing::warn!(error = %e, topic = %reader.topic, "consent topic"),
         }

@@ -7,7 +7,11 @@
 //! A record whose writer schema is not known yet holds its partition (and
 //! only it) while the registry is asked on the runtime, with backoff; the
 //! records read behind it wait in order and are judged when the answer
-//! comes.
+//! comes. So does an event logged after the last consent record the table
+//! is known to hold (`ConsentSync`): it waits, at most `consent_max_wait`,
+//! for the consent reader to catch up to its log time; past that it is
+//! judged with the table as it is, and its alerts say so (the header
+//! `shareaudit.consent.stale`).
 
 use super::Schemas;
 use super::SharedTable;
@@ -18,6 +22,7 @@ use crate::audit::{AuditContext, Engine, too_far_ahead};
 use crate::codec::{DecodeError, wire};
 use crate::config::Settings;
 use crate::kafka::admin::Topology;
+use crate::kafka::consent::ConsentSync;
 use crate::kafka::{Output, Record};
 use crate::model::{DataSharingEvent, Source as EventSource, Timestamp, redact};
 use crate::policy::Policy;
@@ -50,13 +55,23 @@ pub struct EventStage {
     /// The fetches under way: the stage's own tasks, aborted with it.
     pub(super) fetches: JoinSet<()>,
     pub(super) stop: CancellationToken,
+    /// How far in log time the consent table is complete.
+    pub(super) consent: Arc<ConsentSync>,
+    /// Held partitions whose first record waits for the consent reader, since when.
+    pub(super) consent_held: BTreeMap<i32, Instant>,
 }
+
+/// The header an alert carries when its event was judged with a consent
+/// view that had not caught up to it (after `consent_max_wait`).
+pub const STALE_HEADER: &str = "shareaudit.consent.stale";
 
 /// What became of a record.
 enum Judged {
     Done,
     /// Its writer schema must be fetched first.
     Waits(u32),
+    /// The consent table has not caught up to its log time yet.
+    WaitsForConsent,
 }
 
 impl Stage for EventStage {
@@ -68,8 +83,15 @@ impl Stage for EventStage {
             }
             return;
         }
-        if let Judged::Waits(id) = self.judge(io, &rec) {
-            self.hold(io, id, rec);
+        match self.judge(io, &rec, false) {
+            Judged::Done => {}
+            Judged::Waits(id) => self.hold(io, id, rec),
+            Judged::WaitsForConsent => {
+                io.source.hold(rec.partition, true);
+                self.consent_held.insert(rec.partition, Instant::now());
+                self.waiting.insert(rec.partition, VecDeque::from([rec]));
+                self.count_held(io);
+            }
         }
     }
 
@@ -81,6 +103,7 @@ impl Stage for EventStage {
                 // Records waiting were never begun: the next owner reads them.
                 self.last_record.remove(&p);
                 self.waiting.remove(&p);
+                self.consent_held.remove(&p);
                 for waiting in self.fetching.values_mut() {
                     waiting.remove(&p);
                 }
@@ -90,6 +113,10 @@ impl Stage for EventStage {
 
     fn tick(&mut self, io: &mut StageIo) {
         while self.fetches.try_join_next().is_some() {}
+        let held: Vec<i32> = self.consent_held.keys().copied().collect();
+        for p in held {
+            self.drain(io, p);
+        }
         if self.policy.has_changed().unwrap_or(false) {
             let policy = Arc::clone(&self.policy.borrow_and_update());
             self.engine.set_policy(policy);
@@ -108,26 +135,8 @@ impl Stage for EventStage {
             return;
         };
         for p in partitions {
-            let Some(mut queue) = self.waiting.remove(&p) else {
-                continue;
-            };
-            while let Some(rec) = queue.pop_front() {
-                if let Judged::Waits(next) = self.judge(io, &rec) {
-                    queue.push_front(rec);
-                    self.fetch(next, p);
-                    break;
-                }
-            }
-            if queue.is_empty() {
-                io.source.hold(p, false);
-                tracing::info!(
-                    partition = p,
-                    schema_id = id,
-                    "writer schema known; partition flows again"
-                );
-            } else {
-                self.waiting.insert(p, queue);
-            }
+            tracing::info!(partition = p, schema_id = id, "writer schema known");
+            self.drain(io, p);
         }
     }
 
@@ -143,6 +152,58 @@ impl Stage for EventStage {
 }
 
 impl EventStage {
+    /// Judges the records a held partition has waiting, in order, until one
+    /// must wait again (for a schema, or for the consent reader; one that
+    /// waited for it `consent_max_wait` is judged stale); lets the
+    /// partition flow again when none is left.
+    fn drain(&mut self, io: &mut StageIo, p: i32) {
+        let Some(mut queue) = self.waiting.remove(&p) else {
+            self.consent_held.remove(&p);
+            return;
+        };
+        let max_wait = io.settings.consent_max_wait;
+        while let Some(rec) = queue.pop_front() {
+            let since = self.consent_held.get(&p).copied();
+            let overdue = since.is_some_and(|s| s.elapsed() >= max_wait);
+            match self.judge(io, &rec, overdue) {
+                Judged::Done => {
+                    if let Some(since) = self.consent_held.remove(&p) {
+                        io.metrics
+                            .consent_wait_seconds
+                            .observe(since.elapsed().as_secs_f64());
+                    }
+                }
+                Judged::Waits(next) => {
+                    queue.push_front(rec);
+                    self.fetch(next, p);
+                    break;
+                }
+                Judged::WaitsForConsent => {
+                    queue.push_front(rec);
+                    self.consent_held.entry(p).or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if queue.is_empty() {
+            io.source.hold(p, false);
+        } else {
+            self.waiting.insert(p, queue);
+        }
+        self.count_held(io);
+    }
+
+    /// The records waiting for the consent reader, for the metric.
+    fn count_held(&self, io: &StageIo) {
+        let held: usize = self
+            .consent_held
+            .keys()
+            .filter_map(|p| self.waiting.get(p))
+            .map(VecDeque::len)
+            .sum();
+        io.metrics.consent_held.set(held as i64);
+    }
+
     /// Holds `rec`'s partition until schema `id` is known.
     fn hold(&mut self, io: &mut StageIo, id: u32, rec: Record) {
         tracing::warn!(
@@ -183,8 +244,10 @@ impl EventStage {
         });
     }
 
-    /// Decodes, judges and sends the outputs of one record.
-    fn judge(&mut self, io: &mut StageIo, rec: &Record) -> Judged {
+    /// Decodes, judges and sends the outputs of one record. An event logged
+    /// after what the consent table is known to hold waits, unless it
+    /// waited long enough (`stale_ok`): it is then judged, marked stale.
+    fn judge(&mut self, io: &mut StageIo, rec: &Record, stale_ok: bool) -> Judged {
         let started = Instant::now();
         let payload = rec.payload.as_deref().unwrap_or_default();
         let decoded = wire::decode_event(payload, self.schemas.lookup.as_ref());
@@ -212,8 +275,24 @@ impl EventStage {
                     ));
                 }
                 None => {
+                    let behind = rec.timestamp.is_some_and(|t| !self.consent.covers(t));
+                    if behind && !stale_ok {
+                        return Judged::WaitsForConsent;
+                    }
                     event_time = Some(event.occurred_at.millis());
                     self.audit(settings, metrics, rec, &event, now, &mut out);
+                    if behind {
+                        metrics.consent_stale.inc();
+                        tracing::warn!(
+                            partition = rec.partition,
+                            offset = rec.offset,
+                            waited_ms = settings.consent_max_wait.as_millis() as u64,
+                            "event judged with a consent view behind its time (consent_max_wait_ms passed); its alerts are marked stale"
+                        );
+                        for (o, _) in &mut out {
+                            o.headers.push((STALE_HEADER.to_owned(), b"true".to_vec()));
+                        }
+                    }
                 }
             },
         }

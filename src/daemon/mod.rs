@@ -33,7 +33,7 @@ use crate::config::Settings;
 use crate::consent::ConsentTable;
 use crate::kafka::Progress;
 use crate::kafka::admin::{self, Topology};
-use crate::kafka::consent::ConsentReader;
+use crate::kafka::consent::{ConsentReader, ConsentSync};
 use crate::kafka::sink::Sink;
 use crate::kafka::source::Source;
 use crate::policy::Policy;
@@ -183,6 +183,7 @@ impl Daemon {
                     engine.policy().settings.consent_history_per_user,
                 )));
                 let (loaded_tx, loaded_rx) = watch::channel(false);
+                let consent_sync = reader.sync();
                 let reader = consent::run(
                     reader,
                     Arc::clone(&table),
@@ -209,6 +210,7 @@ impl Daemon {
                     policy: policy_rx,
                     topology,
                     loaded: loaded_rx,
+                    consent_sync,
                 };
                 let (s1, s2) = (stop.clone(), stop.clone());
                 tasks.spawn(async move { guard(rate.run(s1.clone()).await, &s1) });
@@ -366,6 +368,7 @@ struct EventStart {
     policy: watch::Receiver<Arc<Policy>>,
     topology: Topology,
     loaded: watch::Receiver<bool>,
+    consent_sync: Arc<ConsentSync>,
 }
 
 impl EventStart {
@@ -388,6 +391,8 @@ impl EventStart {
             last_record: BTreeMap::new(),
             waiting: BTreeMap::new(),
             fetching: BTreeMap::new(),
+            consent: self.consent_sync,
+            consent_held: BTreeMap::new(),
             wake,
             fetches: JoinSet::new(),
             stop: stop.clone(),

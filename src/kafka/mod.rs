@@ -489,6 +489,29 @@ pub(crate) fn headers(msg: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(Strin
     out
 }
 
+/// The end of `partition` as of the client's last fetch from it
+/// (librdkafka's cached high watermark: no request is made).
+pub(crate) fn cached_end<C: rdkafka::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    use rdkafka::bindings as rd;
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: a live client, a NUL-terminated topic name, two out-parameters.
+    let err = unsafe {
+        rd::rd_kafka_get_watermark_offsets(
+            client.native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
 /// A header name as text: valid UTF-8 as it is, other bytes as `\xNN`.
 pub fn escape_name(name: &[u8]) -> String {
     let mut s = String::with_capacity(name.len());

@@ -332,20 +332,7 @@ impl Source {
     }
 
     fn cached_end(&self, partition: i32) -> Option<i64> {
-        use rdkafka::bindings as rd;
-        let topic = std::ffi::CString::new(self.topic.as_str()).ok()?;
-        let (mut low, mut high) = (-1i64, -1i64);
-        // SAFETY: a live client, a NUL-terminated topic name, two out-parameters.
-        let err = unsafe {
-            rd::rd_kafka_get_watermark_offsets(
-                self.consumer.client().native_ptr(),
-                topic.as_ptr(),
-                partition,
-                &mut low,
-                &mut high,
-            )
-        };
-        (err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+        super::cached_end(self.consumer.client(), &self.topic, partition)
     }
 
     /// The group's committed offset for `partition` (`None`: no commit yet).

@@ -4,8 +4,8 @@
 
 use crate::model::{Mode, PolicyVersion, Violation};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Mutex;
 
@@ -32,6 +32,9 @@ pub struct Metrics {
     pub assigned_partitions: IntGaugeVec,
     pub rate_observations: IntCounterVec,
     pub rate_pending: IntGauge,
+    pub consent_held: IntGauge,
+    pub consent_wait_seconds: Histogram,
+    pub consent_stale: IntCounter,
     pub ready: IntGauge,
     current_policy: Mutex<Option<PolicyVersion>>,
 }
@@ -56,6 +59,12 @@ fn gauge_vec(
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -194,6 +203,22 @@ impl Metrics {
                 &r,
                 "shareaudit_rate_pending_observations",
                 "Observations held by the recipient-rate stage until the grace period orders them",
+            )?,
+            consent_held: gauge(
+                &r,
+                "shareaudit_consent_held_records",
+                "Events read and not judged yet because the consent reader has not caught up to their time (their partitions wait)",
+            )?,
+            consent_wait_seconds: histogram(
+                &r,
+                "shareaudit_consent_wait_seconds",
+                "How long an event waited for the consent reader to catch up to its time",
+                vec![0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0],
+            )?,
+            consent_stale: counter(
+                &r,
+                "shareaudit_consent_stale_total",
+                "Events judged with a consent view that had not caught up to their time (after consent_max_wait_ms); their alerts carry the header shareaudit.consent.stale",
             )?,
             ready: gauge(
                 &r,
