@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
             .unwrap()
             .policy,
     );
-    let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
+    let mut table = ConsentTable::for_policy(&policy.settings);
     for s in generate::consent_states(&o) {
         table.upsert(s);
     }

@@ -224,7 +224,7 @@ pub fn run(case: &Case, policy_text: &str, base: &Arc<Policy>) -> Outcome {
             }
         }
     };
-    let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
+    let mut table = ConsentTable::for_policy(&policy.settings);
     for s in &case.states {
         match json::decode_consent(s.as_bytes()) {
             Ok(state) => table.upsert(state),

@@ -161,7 +161,7 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     let schemas = avro::schemas()?;
     let mut summary = Summary::default();
 
-    let mut table = ConsentTable::new(policy.settings.consent_history_per_user);
+    let mut table = ConsentTable::for_policy(&policy.settings);
     if let Some(path) = &args.state {
         // A tombstone line is not a ConsentState; look for it first.
         records(path, &args.format, &schemas.consent, |at, raw| {

@@ -14,6 +14,9 @@ pub struct ConsentTable {
     /// Per user, states ordered by `updated_at`, oldest first.
     users: FxHashMap<Box<str>, Box<[ConsentState]>>,
     max_history: usize,
+    /// A state superseded this long (ms) before the user's newest is
+    /// dropped (`None`: only `max_history` bounds the history).
+    horizon: Option<i64>,
 }
 
 impl ConsentTable {
@@ -22,12 +25,23 @@ impl ConsentTable {
         ConsentTable {
             users: FxHashMap::default(),
             max_history: max_history.max(1),
+            horizon: None,
         }
     }
 
+    /// The table a policy asks for: by time (`consent_history_days`), at
+    /// most `consent_history_per_user` states per user.
+    pub fn for_policy(settings: &crate::policy::Settings) -> ConsentTable {
+        let mut table = ConsentTable::new(settings.consent_history_per_user);
+        table.horizon = Some(i64::from(settings.consent_history_days) * 86_400_000);
+        table
+    }
+
     /// Adds a state. One with the same `updated_at` replaces the old one
-    /// (a re-delivered record changes nothing); the oldest beyond the
-    /// history limit are dropped.
+    /// (a re-delivered record changes nothing). A state is dropped when it
+    /// was superseded before the horizon (only an event older than the
+    /// user's newest state minus the horizon could need it), and the
+    /// oldest beyond `max_history` (memory).
     pub fn upsert(&mut self, mut state: ConsentState) {
         let user = std::mem::take(&mut state.user_id);
         state.withdrawn_purposes.shrink_to_fit();
@@ -40,6 +54,12 @@ impl ConsentTable {
         match history.binary_search_by_key(&state.updated_at, |s| s.updated_at) {
             Ok(i) => history[i] = state,
             Err(i) => history.insert(i, state),
+        }
+        if let (Some(horizon), Some(newest)) = (self.horizon, history.last()) {
+            let start = newest.updated_at.millis().saturating_sub(horizon);
+            // The last state before the start is still in force at it: kept.
+            let before = history.partition_point(|s| s.updated_at.millis() < start);
+            history.drain(..before.saturating_sub(1));
         }
         if history.len() > self.max_history {
             let excess = history.len() - self.max_history;
@@ -118,6 +138,48 @@ mod tests {
             "before any known state"
         );
         assert!(table.as_of("u2", t("2026-11-05T00:00:00Z")).is_none());
+    }
+
+    /// By time, not by count: a burst of changes keeps every version an
+    /// event within the horizon can need, however many; a version
+    /// superseded before the horizon goes.
+    #[test]
+    fn history_is_kept_by_time_within_a_memory_bound() {
+        let policy = crate::policy::load_default(Timestamp(0)).unwrap().policy;
+        assert_eq!(policy.settings.consent_history_days, 30);
+        let mut table = ConsentTable::for_policy(&policy.settings);
+        // Forty changes in one day: all kept (16 used to be the limit).
+        for minute in 0..40 {
+            let at = format!("2026-11-20T10:{minute:02}:00Z");
+            table.upsert(state("u1", &at, minute % 2 == 1));
+        }
+        assert_eq!(table.states(), 40);
+        for minute in 0..40 {
+            let at = t(&format!("2026-11-20T10:{minute:02}:30Z"));
+            assert_eq!(
+                table.as_of("u1", at).unwrap().consent_withdrawn,
+                minute % 2 == 1
+            );
+        }
+        // A change two months later: what was superseded before its horizon
+        // goes, the one in force at the horizon's start stays.
+        table.upsert(state("u1", "2027-01-25T00:00:00Z", false));
+        assert_eq!(table.states(), 2);
+        let at_start = table.as_of("u1", t("2026-12-26T00:00:00Z")).unwrap();
+        assert!(
+            at_start.consent_withdrawn,
+            "the last of the burst (minute 39) holds then"
+        );
+        // The memory bound holds whatever the times.
+        for second in 0..100 {
+            table.upsert(state(
+                "u2",
+                &format!("2026-11-20T10:00:{:02}.{second:03}Z", second % 60),
+                false,
+            ));
+        }
+        assert!(table.as_of("u2", t("2026-11-21T00:00:00Z")).is_some());
+        assert!(table.states() <= 2 + policy.settings.consent_history_per_user);
     }
 
     #[test]

@@ -179,8 +179,8 @@ impl Daemon {
         };
         let result = match setup.await {
             Ok((topology, reader)) => {
-                let table: SharedTable = Arc::new(RwLock::new(ConsentTable::new(
-                    engine.policy().settings.consent_history_per_user,
+                let table: SharedTable = Arc::new(RwLock::new(ConsentTable::for_policy(
+                    &engine.policy().settings,
                 )));
                 let (loaded_tx, loaded_rx) = watch::channel(false);
                 let consent_sync = reader.sync();

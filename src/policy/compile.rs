@@ -37,6 +37,7 @@ pub struct Settings {
     pub contextual_except_purposes: EnumSet,
     pub minor_max_age: i32,
     pub consent_history_per_user: usize,
+    pub consent_history_days: u32,
 }
 
 /// The content detectors, by family.
@@ -389,6 +390,12 @@ fn compile(raw: &PolicyFile, text: &str, now: Timestamp, ck: &mut Check<'_>) -> 
     if s.consent_history_per_user == 0 {
         ck.error("/settings/consent_history_per_user", "must be at least 1");
     }
+    if !(1..=3650).contains(&s.consent_history_days) {
+        ck.error(
+            "/settings/consent_history_days",
+            "must be between 1 and 3650",
+        );
+    }
     let settings = Settings {
         utc_offset_minutes: s.utc_offset_minutes,
         contextual_sensitive: ck.cats(
@@ -399,6 +406,7 @@ fn compile(raw: &PolicyFile, text: &str, now: Timestamp, ck: &mut Check<'_>) -> 
         contextual_except_purposes: enums(&s.contextual_sensitive.except_purposes),
         minor_max_age: s.minor_max_age,
         consent_history_per_user: s.consent_history_per_user,
+        consent_history_days: s.consent_history_days,
     };
 
     let d = &raw.detectors;

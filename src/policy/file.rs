@@ -52,8 +52,17 @@ pub struct Settings {
     /// A subject this age or younger is a minor (section 8: 14周岁以下, 14 included);
     /// all their data counts as sensitive.
     pub minor_max_age: i32,
-    /// How many consent-state versions are kept per user for as-of look-ups.
+    /// At most this many consent-state versions are kept per user for
+    /// as-of look-ups (a bound on memory).
     pub consent_history_per_user: usize,
+    /// A version superseded more than this many days before the user's
+    /// newest is dropped: only an event older than that could need it.
+    #[serde(default = "default_history_days")]
+    pub consent_history_days: u32,
+}
+
+fn default_history_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Deserialize)]
