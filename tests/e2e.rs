@@ -1498,3 +1498,135 @@ fn a_partition_paused_when_it_moved_away_is_read_when_it_comes_back() {
         a.assigned()
     );
 }
+
+/// Produces `backlog` consent states of other users (batched, as a burst
+/// comes) and then a cancelled account for `user`; once the broker has
+/// them all, at once 40 events of `user` (one record per batch: tansu).
+/// Returns the events' ids.
+fn burst_then_change_then_events(n: &Names, user: &str, backlog: usize) -> BTreeSet<String> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    use std::sync::atomic::Ordering;
+    let producer = |batched: bool| -> ThreadedProducer<Acks> {
+        ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("client.id", TEST_CLIENT)
+            .set("linger.ms", if batched { "5" } else { "0" })
+            .set("batch.num.messages", if batched { "10000" } else { "1" })
+            .set("queue.buffering.max.messages", "1000000")
+            .create_with_context(Acks::default())
+            .unwrap()
+    };
+    let send = |p: &ThreadedProducer<Acks>, topic: &str, key: &str, payload: &[u8]| {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        while let Err((_, r)) = p.send(record) {
+            record = r;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let consent = producer(true);
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("consent-full.json")).unwrap())
+            .unwrap();
+    for i in 0..backlog {
+        let other = format!("{user}-other-{i}");
+        state["user_id"] = other.clone().into();
+        send(
+            &consent,
+            &n.consent,
+            &other,
+            &serde_json::to_vec(&state).unwrap(),
+        );
+    }
+    state["user_id"] = user.into();
+    state["account_status"] = "cancelled".into();
+    send(
+        &consent,
+        &n.consent,
+        user,
+        &serde_json::to_vec(&state).unwrap(),
+    );
+    consent.flush(Duration::from_secs(120)).unwrap();
+    assert_eq!(consent.context().failed.load(Ordering::Relaxed), 0);
+    let events = producer(false);
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("event-full.json")).unwrap()).unwrap();
+    event["subject"]["user_id"] = user.into();
+    let mut ids = BTreeSet::new();
+    for i in 0..40 {
+        let id = format!("{user}-event-{i}");
+        event["event_id"] = id.clone().into();
+        send(
+            &events,
+            &n.events,
+            user,
+            &serde_json::to_vec(&event).unwrap(),
+        );
+        ids.insert(id);
+    }
+    events.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(events.context().failed.load(Ordering::Relaxed), 0);
+    ids
+}
+
+/// The events of `ids` flagged `account.cancelled` in the alert topic.
+fn cancelled(n: &Names, ids: &BTreeSet<String>) -> BTreeSet<String> {
+    read_all(&brokers(), &n.violations)
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(m.payload()?).ok())
+        .filter(|v| v["rule_id"] == "account.cancelled")
+        .filter_map(|v| v["event_id"].as_str().map(str::to_owned))
+        .filter(|id| ids.contains(id))
+        .collect()
+}
+
+/// A cancellation logged behind 100,000 consent records of other users,
+/// then at once 40 events of the user: the consent reader is far behind
+/// when the events come, and every one is judged with the cancellation.
+/// The same after a restart (the new process reads the burst first).
+#[test]
+#[ignore = "needs a Kafka-protocol broker: scripts/e2e.sh"]
+fn a_consent_change_behind_a_burst_of_100000_applies_to_the_events_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = names("consent-lag");
+    create_topics(&n);
+    let mut d = start(&n, dir.path());
+    d.wait_for("ready", Duration::from_secs(60), |d| {
+        d.sum("shareaudit_ready", None) == 1.0
+    });
+    let ids = burst_then_change_then_events(&n, "u-lag", 100_000);
+    d.wait_for("the 40 events judged", Duration::from_secs(180), |d| {
+        d.sum("shareaudit_events_total", None) == 40.0
+    });
+    let waited = d.sum("shareaudit_consent_wait_seconds_count", None);
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cancelled(&n, &ids) != ids {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 40 events judged with the cancellation (waited {waited} times)",
+            cancelled(&n, &ids).len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(waited > 0.0, "the events waited for the consent reader");
+
+    // A restart: another burst, another user, while no replica runs.
+    let again = burst_then_change_then_events(&n, "u-lag-2", 100_000);
+    let mut d = start(&n, dir.path());
+    d.wait_for("the 40 new events judged", Duration::from_secs(180), |d| {
+        d.sum("shareaudit_events_total", None) == 40.0
+    });
+    let (status, _) = d.terminate();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cancelled(&n, &again) != again {
+        assert!(
+            Instant::now() < deadline,
+            "after a restart: {} of 40",
+            cancelled(&n, &again).len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

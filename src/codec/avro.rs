@@ -779,7 +779,10 @@ mod tests {
         let input = include_bytes!("../../fuzz/corpus/avro/crash-default-canonical-939b0ec7");
         let schema = input.split(|&b| b == 0xff).next().unwrap();
         let text = std::str::from_utf8(schema).unwrap();
-        assert!(std::panic::catch_unwind(|| Schema::parse_str(text)).is_err(), "apache-avro panics");
+        assert!(
+            std::panic::catch_unwind(|| Schema::parse_str(text)).is_err(),
+            "apache-avro panics"
+        );
         assert!(parse_schema(text).is_err());
         assert!(parse_schema(EVENT_AVSC).is_ok());
         assert!(parse_schema(r#"{"type":"record","name":"ns.R_1","fields":[]}"#).is_ok());
