@@ -1618,15 +1618,41 @@ fn a_consent_change_behind_a_burst_of_100000_applies_to_the_events_after_it() {
     d.wait_for("the 40 new events judged", Duration::from_secs(180), |d| {
         d.sum("shareaudit_events_total", None) == 40.0
     });
-    let (status, _) = d.terminate();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cancelled(&n, &again) != again {
-        assert!(
-            Instant::now() < deadline,
-            "after a restart: {} of 40",
-            cancelled(&n, &again).len()
-        );
+    let all_flagged = |ids: &BTreeSet<String>, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while cancelled(&n, ids) != *ids {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} of 40",
+                cancelled(&n, ids).len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    all_flagged(&again, "after a restart");
+
+    // A rebalance: a second replica joins; then a third burst.
+    let mut joined = start(&n, dir.path());
+    let events_topic = format!("topic=\"{}\"", n.events);
+    joined.wait_for(
+        "the new replica owns partitions",
+        Duration::from_secs(60),
+        |d| d.sum("shareaudit_assigned_partitions", Some(&events_topic)) > 0.0,
+    );
+    d.wait_for("the first gave some up", Duration::from_secs(60), |d| {
+        d.sum("shareaudit_assigned_partitions", Some(&events_topic)) < 4.0
+    });
+    let third = burst_then_change_then_events(&n, "u-lag-3", 100_000);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while d.sum("shareaudit_events_total", None) + joined.sum("shareaudit_events_total", None)
+        < 80.0
+    {
+        assert!(Instant::now() < deadline, "the third 40 not judged");
         std::thread::sleep(Duration::from_millis(200));
+    }
+    all_flagged(&third, "after a rebalance");
+    for r in [d, joined] {
+        let (status, _) = r.terminate();
+        assert!(status.success());
     }
 }
