@@ -92,7 +92,9 @@ stat() { grep -E "^$2 " "$out/$1/default/fuzzer_stats" | sed 's/.*: //'; }
 if $merge; then
     for t in "${targets[@]}"; do
         rm -rf "$out/$t.cmin"
-        (cd fuzz && cargo afl cmin -i "$out/$t/default/queue" -o "$out/$t.cmin" -m 512 -t 1000 \
+        # The awk afl-cmin: the Python one (`cargo afl cmin`) found no tuples here.
+        bin=$(ls -d "$HOME"/.local/share/afl.rs/rustc-*/afl.rs-*/afl/bin | tail -1)
+        (cd fuzz && "$bin/afl-cmin.awk" -i "$out/$t/default/queue" -o "$out/$t.cmin" -m 512 -t 1000 \
             -- "target/release/$t" >/dev/null 2>&1)
         for f in "$out/$t.cmin"/*; do
             cp "$f" "fuzz/corpus/$t/$(sha256sum "$f" | cut -c1-16)"

@@ -36,6 +36,10 @@ pub struct SourceContext {
     /// Partitions the stage holds on their own (a record waits for its
     /// writer schema): paused whatever `paused` says; forgotten on revoke.
     held: Mutex<BTreeSet<i32>>,
+    /// The partitions assigned, followed from the rebalance events (asking
+    /// the consumer from its own callback hung while it closed: its
+    /// `assignment()` waits on a thread that no longer serves it).
+    assigned: Mutex<BTreeSet<i32>>,
 }
 
 impl ClientContext for SourceContext {
@@ -117,6 +121,15 @@ impl ConsumerContext for SourceContext {
         }
         self.progress
             .rebalance(&mut marks, partitions.iter().map(|p| (*p, false)));
+        drop(marks);
+        let n = {
+            let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &partitions {
+                assigned.remove(p);
+            }
+            assigned.len()
+        };
+        self.progress.set_assigned(n);
         tracing::info!(topic = %self.topic, ?partitions, drained, "partitions revoked");
     }
 
@@ -136,9 +149,14 @@ impl ConsumerContext for SourceContext {
             let mut marks = self.progress.lock();
             self.progress
                 .rebalance(&mut marks, partitions.iter().map(|p| (*p, true)));
+            drop(marks);
+            let n = {
+                let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+                assigned.extend(partitions.iter().copied());
+                assigned.len()
+            };
+            self.progress.set_assigned(n);
         }
-        let n = consumer.assignment().map(|a| a.count()).unwrap_or(0);
-        self.progress.set_assigned(n);
     }
 }
 
@@ -171,6 +189,7 @@ impl Source {
             drain_timeout: settings.drain_timeout,
             paused: AtomicBool::new(false),
             held: Mutex::new(BTreeSet::new()),
+            assigned: Mutex::new(BTreeSet::new()),
         };
         let consumer: StreamConsumer<SourceContext> = c.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
