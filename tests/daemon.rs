@@ -826,16 +826,7 @@ fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
             expected: vec![],
         },
     ];
-    t.events(
-        &c.settings.topics.events,
-        &stream,
-        &[],
-        Framing::Json,
-        0,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    t.flush(Duration::from_secs(10)).unwrap();
+    produce_json(&c, &stream);
     r.wait_for("both judged", Duration::from_secs(30), |m| judged(m) == 2);
     r.wait_for("acknowledged", Duration::from_secs(30), |m| {
         m.sum("shareaudit_in_flight_records", None) == 0.0
@@ -858,6 +849,21 @@ fn violations_can_be_written_as_avro_and_tombstones_forget_users() {
         (v.event_id.as_str(), v.rule_id.as_str()),
         ("known", "account.cancelled")
     );
+}
+
+/// `stream`'s events to the event topic as JSON, flushed.
+fn produce_json(c: &Cluster, stream: &[Generated]) {
+    let t = Traffic::new(&c.settings).unwrap();
+    t.events(
+        &c.settings.topics.events,
+        stream,
+        &[],
+        Framing::Json,
+        0,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    t.flush(Duration::from_secs(10)).unwrap();
 }
 
 /// A producer of the test's own, for records the generator does not make.
@@ -952,21 +958,11 @@ fn a_consent_record_whose_schema_is_not_known_yet_waits_and_is_applied() {
     let mut event =
         shareaudit::codec::json::decode_event(include_bytes!("fixtures/event-full.json")).unwrap();
     event.subject.user_id = "u-77".into();
-    let t = Traffic::new(&c.settings).unwrap();
     let stream = [Generated {
         event: event.clone(),
         expected: vec![],
     }];
-    t.events(
-        &c.settings.topics.events,
-        &stream,
-        &[],
-        Framing::Json,
-        0,
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    t.flush(Duration::from_secs(10)).unwrap();
+    produce_json(&c, &stream);
     r.wait_for("judged", Duration::from_secs(30), |m| judged(m) == 1);
     r.wait_for("acknowledged", Duration::from_secs(30), |m| {
         m.sum("shareaudit_in_flight_records", None) == 0.0
