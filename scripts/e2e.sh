@@ -40,4 +40,4 @@ for _ in $(seq 1 100); do
 done
 
 echo "scripts/e2e.sh: tansu on 127.0.0.1:$port"
-SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e -- --ignored --test-threads=1 --skip random_kill_schedules --skip a_consent_change_behind_a_burst
+SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e -- --ignored --test-threads=1 --skip random_kill_schedules

@@ -1,7 +1,9 @@
 //! The consent task: the compacted consent topic into the consent table,
 //! read to its end before the event stage starts (`loaded`), then kept
-//! current; after each record applied, and every 50 ms, the reader's
-//! `ConsentSync` says how far in log time the table is complete. A record whose writer schema is not known yet waits while the
+//! current. Every `PROBE_EVERY` it asks the broker where each consent
+//! partition ends (an end probe, off the runtime); after each record
+//! applied and each answer, the reader's `ConsentSync` says how far in log
+//! time the table is complete. A record whose writer schema is not known yet waits while the
 //! registry is asked (consent records are never skipped for an outage); a
 //! record that cannot be decoded is counted and logged without its values.
 
@@ -10,9 +12,14 @@ use crate::codec::{DecodeError, wire};
 use crate::kafka::consent::{ConsentReader, ConsentRecord};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// How often the broker is asked where the consent partitions end: how
+/// long, at most, an event logged just now waits for the table to be
+/// known complete up to its time (plus one round trip).
+pub const PROBE_EVERY: Duration = Duration::from_millis(5);
 
 pub async fn run(
     mut reader: ConsentReader,
@@ -24,8 +31,10 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let mut announced = false;
-    let mut refresh = tokio::time::interval(std::time::Duration::from_millis(50));
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probes = tokio::time::interval(PROBE_EVERY);
+    probes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asking: Option<tokio::task::JoinHandle<_>> = None;
+    let mut failures: u64 = 0;
     loop {
         if !announced && reader.caught_up() {
             announced = true;
@@ -40,9 +49,25 @@ pub async fn run(
         let record = tokio::select! {
             _ = stop.cancelled() => return,
             r = reader.next() => r,
-            // A caught-up reader learns from each fetch that it still is.
-            _ = refresh.tick() => {
-                reader.refresh();
+            answer = async { asking.as_mut().expect("guarded").await }, if asking.is_some() => {
+                asking = None;
+                match answer {
+                    Ok(Ok(probe)) => {
+                        failures = 0;
+                        reader.probed(&probe);
+                    }
+                    Ok(Err(e)) => {
+                        failures += 1;
+                        if failures.is_power_of_two() {
+                            tracing::warn!(error = %e, failures, topic = %reader.topic, "consent topic: end probe failed; events logged since wait (consent_max_wait_ms)");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "consent topic: end probe task failed"),
+                }
+                continue;
+            }
+            _ = probes.tick(), if asking.is_none() => {
+                asking = Some(tokio::task::spawn_blocking(reader.probe()));
                 continue;
             }
         };

@@ -4,20 +4,29 @@
 //! task turns what it reads into the table, and tells the reader what it
 //! applied; the reader then says, through [`ConsentSync`], up to which log
 //! time the table holds every consent record.
+//!
+//! How far that is comes from **end probes**: every few milliseconds the
+//! reader asks the broker for the end of each consent partition
+//! (ListOffsets, latest), noting the time it asked. Every consent record
+//! logged before that time sits below the end the broker answered; once
+//! the table holds every record below it, the table is complete up to
+//! that time. A cached end from the last fetch would not do: a reader
+//! that keeps pace with a burst sees itself at the end until its next
+//! fetch, while the broker already holds more.
 
 use crate::config::Settings;
+use crate::model::Timestamp;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How far the consent table has come, for the event stage: every consent
-/// record whose log time is at or before `covered_through` is applied
-/// (`i64::MAX`: every record the broker has, as of the last fetch). An
+/// record whose log time is at or before `covered_through` is applied. An
 /// event whose record's log time is later waits (the time synchronisation
 /// of a stream-table join).
 #[derive(Debug)]
@@ -39,25 +48,63 @@ impl ConsentSync {
     }
 }
 
-/// Per consent partition: the next offset to apply, the end the broker
-/// reported at the last fetch, the log time of the last record applied.
-#[derive(Debug, Default, Clone, Copy)]
+/// Probes answered while the table was still below their end, per
+/// partition: beyond this, new ones are dropped (coverage then advances
+/// by the probes after the reader catches up).
+const MAX_PENDING_PROBES: usize = 1024;
+
+/// One answer of the broker: the time the question was asked (ms, this
+/// process's clock) and, per partition, the end offset and librdkafka's
+/// position (the next offset it hands the reader).
+#[derive(Debug, Clone, Default)]
+pub struct Probe {
+    pub asked_at: i64,
+    pub ends: Vec<(i32, i64)>,
+    pub positions: Vec<(i32, i64)>,
+}
+
+/// Per consent partition: the next offset to apply, the log time up to
+/// which every record is applied, and the probes whose end is not reached.
+#[derive(Debug, Clone)]
 struct Partition {
     position: i64,
-    high: i64,
-    last_time: Option<i64>,
+    covered: i64,
+    pending: VecDeque<(i64, i64)>,
+}
+
+impl Default for Partition {
+    fn default() -> Partition {
+        Partition {
+            position: 0,
+            covered: i64::MIN,
+            pending: VecDeque::new(),
+        }
+    }
 }
 
 impl Partition {
-    /// Up to which log time this partition's records are all applied: all
-    /// of them when it is read to the end the broker reported, else up to
-    /// the last applied one (log times grow with offsets; a producer's
-    /// create times nearly so).
-    fn covered_through(&self) -> i64 {
-        if self.position >= self.high {
-            i64::MAX
-        } else {
-            self.last_time.unwrap_or(i64::MIN)
+    /// A probe asked at `asked_at` found the end at `end`: every record
+    /// logged before `asked_at` is below `end`.
+    fn probed(&mut self, asked_at: i64, end: i64) {
+        if self.position >= end {
+            self.covered = self.covered.max(asked_at - 1);
+            self.pending.clear();
+        } else if let Some(last) = self.pending.back_mut().filter(|(_, e)| *e == end) {
+            last.0 = asked_at;
+        } else if self.pending.len() < MAX_PENDING_PROBES {
+            self.pending.push_back((asked_at, end));
+        }
+    }
+
+    /// Every offset below `position` is applied (or was never a record).
+    fn reached(&mut self, position: i64) {
+        self.position = self.position.max(position);
+        while let Some(&(asked_at, end)) = self.pending.front() {
+            if end > self.position {
+                break;
+            }
+            self.covered = self.covered.max(asked_at - 1);
+            self.pending.pop_front();
         }
     }
 }
@@ -69,12 +116,10 @@ pub struct ConsentRecord {
     pub key: Option<Vec<u8>>,
     /// `None`: a tombstone (the user named by the key is forgotten).
     pub payload: Option<Vec<u8>>,
-    /// Its log time (ms).
-    pub timestamp: Option<i64>,
 }
 
 pub struct ConsentReader {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     pub topic: String,
     /// Per partition, the end offset seen at start: reading to it is "caught up".
     targets: BTreeMap<i32, i64>,
@@ -117,19 +162,9 @@ impl ConsentReader {
             tracing::error!(topic = %topic, "the consent topic has no partitions (does it exist?); judging with an empty consent table");
         }
         consumer.assign(&tpl)?;
-        let partitions = targets
-            .iter()
-            .map(|(&p, &high)| {
-                let part = Partition {
-                    position: 0,
-                    high,
-                    last_time: None,
-                };
-                (p, part)
-            })
-            .collect();
+        let partitions = targets.keys().map(|&p| (p, Partition::default())).collect();
         let reader = ConsentReader {
-            consumer,
+            consumer: Arc::new(consumer),
             topic,
             targets,
             partitions,
@@ -148,7 +183,7 @@ impl ConsentReader {
         let through = self
             .partitions
             .values()
-            .map(Partition::covered_through)
+            .map(|p| p.covered)
             .min()
             .unwrap_or(i64::MAX);
         self.sync.covered_through.store(through, Ordering::Release);
@@ -157,21 +192,58 @@ impl ConsentReader {
     /// The record was applied to the table.
     pub fn applied(&mut self, r: &ConsentRecord) {
         let p = self.partitions.entry(r.partition).or_default();
-        p.position = p.position.max(r.offset + 1);
-        p.high = p.high.max(p.position);
-        if let Some(t) = r.timestamp {
-            p.last_time = Some(p.last_time.map_or(t, |last| last.max(t)));
-        }
+        p.reached(r.offset + 1);
         self.publish();
     }
 
-    /// Takes the end of each partition from the last fetch (librdkafka's
-    /// cached high watermarks: no request), so that a partition read to
-    /// its end covers every time.
-    pub fn refresh(&mut self) {
-        for (&id, p) in self.partitions.iter_mut() {
-            if let Some(high) = super::cached_end(self.consumer.client(), &self.topic, id) {
-                p.high = high;
+    /// The question of an end probe, to be asked off the runtime (it
+    /// blocks for a round trip): the ends of every consent partition, then
+    /// librdkafka's positions (which step over offsets that hold no
+    /// record: transaction markers, compacted gaps).
+    pub fn probe(&self) -> impl FnOnce() -> Result<Probe, KafkaError> + Send + 'static {
+        let consumer = Arc::clone(&self.consumer);
+        let (topic, ids) = (
+            self.topic.clone(),
+            self.partitions.keys().copied().collect::<Vec<_>>(),
+        );
+        move || {
+            let mut tpl = TopicPartitionList::new();
+            for &p in &ids {
+                tpl.add_partition_offset(&topic, p, Offset::End)?;
+            }
+            let asked_at = Timestamp::now().millis();
+            let answer = consumer.offsets_for_times(tpl, Duration::from_secs(2))?;
+            let offsets = |tpl: &TopicPartitionList| -> Vec<(i32, i64)> {
+                tpl.elements_for_topic(&topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let ends = offsets(&answer);
+            let positions = consumer.position().map(|t| offsets(&t)).unwrap_or_default();
+            Ok(Probe {
+                asked_at,
+                ends,
+                positions,
+            })
+        }
+    }
+
+    /// The broker's answer to a probe. Called from the task that applies
+    /// the records, between two of them: every record librdkafka handed
+    /// over before the positions were read is applied by now.
+    pub fn probed(&mut self, probe: &Probe) {
+        for &(id, position) in &probe.positions {
+            if let Some(p) = self.partitions.get_mut(&id) {
+                p.reached(position);
+            }
+        }
+        for &(id, end) in &probe.ends {
+            if let Some(p) = self.partitions.get_mut(&id) {
+                p.probed(probe.asked_at, end);
             }
         }
         self.publish();
@@ -192,14 +264,8 @@ impl ConsentReader {
             offset: msg.offset(),
             key: msg.key().map(<[u8]>::to_vec),
             payload: msg.payload().map(<[u8]>::to_vec),
-            timestamp: msg.timestamp().to_millis(),
         };
         drop(msg);
-        // Read, not applied yet: its partition is behind until `applied`
-        // (the record may wait long, for its schema).
-        let p = self.partitions.entry(record.partition).or_default();
-        p.high = p.high.max(record.offset + 1);
-        self.publish();
         Ok(record)
     }
 }
@@ -209,26 +275,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_partition_covers_every_time_at_its_end_else_up_to_its_last_record() {
-        let behind = Partition {
-            position: 5,
-            high: 9,
-            last_time: Some(1_000),
-        };
-        assert_eq!(behind.covered_through(), 1_000);
-        let at_end = Partition {
-            position: 9,
-            ..behind
-        };
-        assert_eq!(at_end.covered_through(), i64::MAX);
-        let nothing_read = Partition {
-            position: 0,
-            high: 3,
-            last_time: None,
-        };
-        assert_eq!(nothing_read.covered_through(), i64::MIN);
-        let empty = Partition::default();
-        assert_eq!(empty.covered_through(), i64::MAX);
+    fn a_partition_covers_the_time_of_a_probe_once_it_reaches_the_probes_end() {
+        let mut p = Partition::default();
+        assert_eq!(p.covered, i64::MIN, "nothing known before the first probe");
+        // Behind: the probe waits for the reader.
+        p.reached(5);
+        p.probed(1_000, 9);
+        assert_eq!(p.covered, i64::MIN);
+        // A later probe with more records behind it.
+        p.probed(2_000, 12);
+        p.reached(9);
+        assert_eq!(
+            p.covered, 999,
+            "up to just before the first probe was asked"
+        );
+        p.reached(11);
+        assert_eq!(p.covered, 999);
+        p.reached(12);
+        assert_eq!(p.covered, 1_999);
+        // At the end: a probe covers at once.
+        p.probed(3_000, 12);
+        assert_eq!(p.covered, 2_999);
+        // Never backwards, and a burst of probes with one end keeps one entry.
+        p.probed(2_500, 12);
+        assert_eq!(p.covered, 2_999);
+        for t in 4_000..4_100 {
+            p.probed(t, 20);
+        }
+        assert_eq!(p.pending.len(), 1);
+        p.reached(20);
+        assert_eq!(p.covered, 4_098);
+    }
+
+    #[test]
+    fn the_table_covers_what_every_partition_covers() {
         let sync = ConsentSync::new();
         assert!(!sync.covers(0));
         sync.covered_through.store(1_000, Ordering::Release);
