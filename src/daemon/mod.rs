@@ -179,6 +179,15 @@ impl Daemon {
         };
         let result = match setup.await {
             Ok((topology, reader)) => {
+                for (topic, n) in [
+                    (&settings.topics.events, topology.event_partitions),
+                    (&settings.topics.recipient_rate, topology.rate_partitions),
+                ] {
+                    metrics
+                        .topic_partitions
+                        .with_label_values(&[topic.as_str()])
+                        .set(n as i64);
+                }
                 let table: SharedTable = Arc::new(RwLock::new(ConsentTable::for_policy(
                     &engine.policy().settings,
                 )));

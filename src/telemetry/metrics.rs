@@ -30,6 +30,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
+    pub topic_partitions: IntGaugeVec,
     pub rate_observations: IntCounterVec,
     pub rate_pending: IntGauge,
     pub consent_held: IntGauge,
@@ -191,6 +192,12 @@ impl Metrics {
                 &r,
                 "shareaudit_assigned_partitions",
                 "Partitions assigned to this replica: of the event topic, and of the recipient-rate topic",
+                &["topic"],
+            )?,
+            topic_partitions: gauge_vec(
+                &r,
+                "shareaudit_topic_partitions",
+                "Partitions the event topic and the recipient-rate topic have (as this replica found at start): the group's assignments must add up to it",
                 &["topic"],
             )?,
             rate_observations: counter_vec(
