@@ -41,3 +41,7 @@ done
 
 echo "scripts/e2e.sh: tansu on 127.0.0.1:$port"
 SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e -- --ignored --test-threads=1 --skip random_kill_schedules
+# A few randomised failure schedules (seeds 1 to 4 unless
+# SHAREAUDIT_SCHEDULE_SEED says otherwise); scripts/kill-schedules.sh runs hundreds.
+SHAREAUDIT_SCHEDULES=${SHAREAUDIT_SCHEDULES:-4} SHAREAUDIT_SCHEDULE_SEED=${SHAREAUDIT_SCHEDULE_SEED:-1} \
+  SHAREAUDIT_E2E_BROKERS="127.0.0.1:$port" cargo test --locked --test e2e random_kill_schedules -- --ignored

@@ -1735,24 +1735,46 @@ fn a_consent_change_behind_a_burst_of_100000_applies_to_the_events_after_it() {
     }
 }
 
-/// One randomised schedule of the rate stage under a kill: `seed` picks
-/// the stream's length and rate, the number of replicas, when one is
-/// SIGKILLed and how soon it comes back. The events are produced into the
-/// running group, as they come in production; the alerts must be the
-/// offline truth's, `volume.recipient_rate` included.
+/// One randomised schedule of the group under failure: `seed` picks the
+/// stream's length and rate, the number of replicas, when one is
+/// SIGKILLed and how soon it comes back, and whether a new replica joins
+/// and another leaves gracefully (SIGTERM) while the stream flows. The
+/// events are produced into the running group, as they come in
+/// production; the alerts must be the offline truth's,
+/// `volume.recipient_rate` included, byte for byte per alert.
 fn kill_schedule(seed: u64) -> Result<(), String> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let count = rng.random_range(600..=1_600);
     let per_second = rng.random_range(80..=240) as u64;
-    let replicas = rng.random_range(2..=3usize);
-    let kill_at = Duration::from_millis(rng.random_range(500..=6_000));
+    let replicas = rng.random_range(1..=3usize);
+    let ms = |rng: &mut rand::rngs::StdRng, lo: u64, hi: u64| {
+        Duration::from_millis(rng.random_range(lo..=hi))
+    };
+    let kill_at = ms(&mut rng, 500, 6_000);
     // tansu keeps a member that died without leaving in the group until a
     // rebalance after its session expired (docs/decisions.md): a restart
     // sooner leaves its partitions orphaned. Kafka needs no such wait.
-    let back_after = SESSION + Duration::from_millis(rng.random_range(4_000..=8_000));
+    // SHAREAUDIT_SCHEDULE_BACK_MS sets it, to try a sooner one.
+    let back_after = std::env::var("SHAREAUDIT_SCHEDULE_BACK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis)
+        .unwrap_or_else(|| SESSION + ms(&mut rng, 4_000, 8_000));
+    // A join or a leave rebalances the group; on tansu one within the dead
+    // replica's session hands it partitions that nobody then reads (the
+    // same bug), so they come before the kill or after its session.
+    let membership_change = |rng: &mut rand::rngs::StdRng| {
+        if rng.random_bool(0.5) {
+            ms(rng, 0, kill_at.as_millis() as u64)
+        } else {
+            kill_at + SESSION + ms(rng, 1_000, 9_000)
+        }
+    };
+    let join_at = rng.random_bool(0.5).then(|| membership_change(&mut rng));
+    let leave_at = (replicas > 2 && rng.random_bool(0.5)).then(|| membership_change(&mut rng));
     let schedule = format!(
-        "seed {seed}: {count} events at {per_second}/s, {replicas} replicas, kill at {kill_at:?}, back after {back_after:?}"
+        "seed {seed}: {count} events at {per_second}/s, {replicas} replicas, kill at {kill_at:?}, back after {back_after:?}, join at {join_at:?}, leave at {leave_at:?}"
     );
     eprintln!("schedule {schedule}");
     let dir = tempfile::tempdir().unwrap();
@@ -1788,12 +1810,65 @@ fn kill_schedule(seed: u64) -> Result<(), String> {
             std::thread::sleep(gap * chunk.len() as u32);
         }
     });
-    std::thread::sleep(kill_at);
-    let mut victim = group.remove(0);
-    victim.child.kill().unwrap();
-    victim.child.wait().unwrap();
-    std::thread::sleep(back_after);
-    group.push(start_with(&n, dir.path(), &args));
+    // The actions in time order, from the stream's start: the victim is
+    // the first replica, the one that leaves the last of the first ones.
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Act {
+        Kill,
+        Restart,
+        Join,
+        Leave,
+    }
+    let mut acts = vec![(kill_at, Act::Kill), (kill_at + back_after, Act::Restart)];
+    acts.extend(join_at.map(|t| (t, Act::Join)));
+    acts.extend(leave_at.map(|t| (t, Act::Leave)));
+    acts.sort();
+    let started = Instant::now();
+    let mut victim = Some(0usize);
+    let mut leaver = leave_at.map(|_| replicas - 1);
+    let mut gone: Vec<usize> = Vec::new();
+    for (at, act) in acts {
+        std::thread::sleep(at.saturating_sub(started.elapsed()));
+        match act {
+            Act::Kill => {
+                let i = victim.take().expect("one kill");
+                group[i].child.kill().unwrap();
+                group[i].child.wait().unwrap();
+                gone.push(i);
+            }
+            Act::Leave => {
+                let i = leaver.take().expect("one leave");
+                let _ = Command::new("kill")
+                    .args(["-TERM", &group[i].child.id().to_string()])
+                    .status();
+                gone.push(i);
+            }
+            Act::Restart | Act::Join => group.push(start_with(&n, dir.path(), &args)),
+        }
+    }
+    // The ones that left are gone from the group; a graceful one must have
+    // exited cleanly.
+    gone.sort_unstable();
+    for i in gone.into_iter().rev() {
+        let mut d = group.remove(i);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{schedule}: a replica did not leave"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if i != 0 {
+            assert!(
+                status.success(),
+                "{schedule}: the leaving replica exited with {status}"
+            );
+        }
+    }
     producer.join().unwrap();
     wait_committed(&n, PARTITIONS, Duration::from_secs(300), &mut group);
     let (got, _) = alerts_reach(&n, &s.truth, Duration::from_secs(60));
