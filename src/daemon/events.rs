@@ -38,6 +38,12 @@ use tokio_util::sync::CancellationToken;
 /// this long, is idle: its progress report holds no candidate back.
 const IDLE_AFTER: Duration = Duration::from_secs(1);
 
+/// A partition whose records wait for the consent reader goes on being
+/// read into memory, up to this many records; then it is paused. A pause
+/// costs librdkafka's prefetched records and a new fetch, too much for the
+/// few milliseconds an event logged just now waits for the next end probe.
+const CONSENT_QUEUE: usize = 4_096;
+
 pub struct EventStage {
     pub(super) engine: Engine,
     pub(super) table: SharedTable,
@@ -59,6 +65,8 @@ pub struct EventStage {
     pub(super) consent: Arc<ConsentSync>,
     /// Held partitions whose first record waits for the consent reader, since when.
     pub(super) consent_held: BTreeMap<i32, Instant>,
+    /// The held partitions paused at the consumer.
+    pub(super) paused: BTreeSet<i32>,
 }
 
 /// The header an alert carries when its event was judged with a consent
@@ -77,9 +85,16 @@ enum Judged {
 impl Stage for EventStage {
     fn record(&mut self, io: &mut StageIo, rec: Record) {
         self.last_record.insert(rec.partition, Instant::now());
-        if let Some(queue) = self.waiting.get_mut(&rec.partition) {
+        let p = rec.partition;
+        if let Some(queue) = self.waiting.get_mut(&p) {
             if queue.back().is_none_or(|last| rec.offset > last.offset) {
                 queue.push_back(rec);
+            }
+            if queue.len() >= CONSENT_QUEUE {
+                self.pause(io, p);
+            }
+            if self.consent_held.contains_key(&p) {
+                self.count_held(io);
             }
             return;
         }
@@ -87,7 +102,6 @@ impl Stage for EventStage {
             Judged::Done => {}
             Judged::Waits(id) => self.hold(io, id, rec),
             Judged::WaitsForConsent => {
-                io.source.hold(rec.partition, true);
                 self.consent_held.insert(rec.partition, Instant::now());
                 self.waiting.insert(rec.partition, VecDeque::from([rec]));
                 self.count_held(io);
@@ -104,6 +118,7 @@ impl Stage for EventStage {
                 self.last_record.remove(&p);
                 self.waiting.remove(&p);
                 self.consent_held.remove(&p);
+                self.paused.remove(&p);
                 for waiting in self.fetching.values_mut() {
                     waiting.remove(&p);
                 }
@@ -175,6 +190,7 @@ impl EventStage {
                 }
                 Judged::Waits(next) => {
                     queue.push_front(rec);
+                    self.pause(io, p);
                     self.fetch(next, p);
                     break;
                 }
@@ -186,7 +202,9 @@ impl EventStage {
             }
         }
         if queue.is_empty() {
-            io.source.hold(p, false);
+            if self.paused.remove(&p) {
+                io.source.hold(p, false);
+            }
         } else {
             self.waiting.insert(p, queue);
         }
@@ -212,10 +230,17 @@ impl EventStage {
             schema_id = id,
             "writer schema not known yet; holding the partition while the registry is asked"
         );
-        io.source.hold(rec.partition, true);
         let p = rec.partition;
+        self.pause(io, p);
         self.waiting.insert(p, VecDeque::from([rec]));
         self.fetch(id, p);
+    }
+
+    /// Pauses a held partition at the consumer, once.
+    fn pause(&mut self, io: &mut StageIo, p: i32) {
+        if self.paused.insert(p) {
+            io.source.hold(p, true);
+        }
     }
 
     /// Asks the registry for `id` on the runtime, unless that is under way.

@@ -38,7 +38,7 @@ use crate::kafka::sink::Sink;
 use crate::kafka::source::Source;
 use crate::policy::Policy;
 use crate::telemetry::{Metrics, http};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -402,6 +402,7 @@ impl EventStart {
             fetching: BTreeMap::new(),
             consent: self.consent_sync,
             consent_held: BTreeMap::new(),
+            paused: BTreeSet::new(),
             wake,
             fetches: JoinSet::new(),
             stop: stop.clone(),
