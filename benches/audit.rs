@@ -12,7 +12,7 @@
 //!
 //! `cargo bench --bench audit`; figures in BENCHMARKS.md.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use shareaudit::audit::{AuditContext, Engine};
 use shareaudit::codec::{avro, json};
 use shareaudit::consent::ConsentTable;
@@ -24,7 +24,20 @@ use std::sync::Arc;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn bench(c: &mut Criterion) {
+/// The inputs and the engine every workload shares.
+struct Fixture {
+    lines: Vec<Vec<u8>>,
+    datums: Vec<Vec<u8>>,
+    parsed: Vec<DataSharingEvent>,
+    engine: Engine,
+    table: ConsentTable,
+    ctx: AuditContext,
+    event: DataSharingEvent,
+    buf: Vec<u8>,
+    buffers: simd_json::Buffers,
+}
+
+fn fixture() -> Fixture {
     let o = Options::default();
     let stream = generate::events(&o, 10_000);
     let lines: Vec<Vec<u8>> = stream
@@ -43,7 +56,6 @@ fn bench(c: &mut Criterion) {
         bytes,
         bytes / lines.len()
     );
-
     let policy = Arc::new(
         shareaudit::policy::load_default(Timestamp(0))
             .unwrap()
@@ -53,87 +65,122 @@ fn bench(c: &mut Criterion) {
     for s in generate::consent_states(&o) {
         table.upsert(s);
     }
-    let mut engine = Engine::new(policy, b"bench-key");
-    let ctx = AuditContext {
-        detected_at: Timestamp(1_800_000_000_000),
-        source: None,
-    };
-
-    let mut g = c.benchmark_group("audit");
-    g.throughput(Throughput::Elements(lines.len() as u64));
-    g.sample_size(20);
-    // (a) and (b) decode as a stream does (`shareaudit audit` too): into one
-    // event, whose strings and items keep their allocations from record to record.
-    let mut event = DataSharingEvent::empty();
-    g.bench_function("a_parse_json", |b| {
-        b.iter(|| {
-            for l in &lines {
-                json::decode_event_into(l, &mut event).unwrap();
-                black_box(&event);
-            }
-        })
-    });
-    g.bench_function("b_parse_json_and_audit", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for l in &lines {
-                json::decode_event_into(l, &mut event).unwrap();
-                let e = &event;
-                let v = engine
-                    .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), &ctx)
-                    .unwrap();
-                n += v.violations.len();
-            }
-            black_box(n)
-        })
-    });
-    let parsed: Vec<_> = lines
+    let parsed = lines
         .iter()
         .map(|l| json::decode_event(l).unwrap())
         .collect();
-    g.bench_function("d_audit_only", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for e in &parsed {
+    Fixture {
+        lines,
+        datums,
+        parsed,
+        engine: Engine::new(policy, b"bench-key"),
+        table,
+        ctx: AuditContext {
+            detected_at: Timestamp(1_800_000_000_000),
+            source: None,
+        },
+        event: DataSharingEvent::empty(),
+        buf: Vec::new(),
+        buffers: simd_json::Buffers::new(4096),
+    }
+}
+
+/// One pass of a workload over the 10,000 events; what it returns keeps
+/// the work from being optimised away.
+#[inline(never)]
+fn workload(name: &str, f: &mut Fixture) -> usize {
+    let Fixture {
+        lines,
+        datums,
+        parsed,
+        engine,
+        table,
+        ctx,
+        event,
+        buf,
+        buffers,
+    } = f;
+    let mut n = 0;
+    match name {
+        "a_parse_json" => {
+            for l in lines.iter() {
+                json::decode_event_into(l, event).unwrap();
+                n += black_box(&*event).data.len();
+            }
+        }
+        "b_parse_json_and_audit" => {
+            for l in lines.iter() {
+                json::decode_event_into(l, event).unwrap();
+                let e = &*event;
                 let v = engine
-                    .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), &ctx)
+                    .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), ctx)
                     .unwrap();
                 n += v.violations.len();
             }
-            black_box(n)
-        })
-    });
-    let mut buf = Vec::new();
-    let mut buffers = simd_json::Buffers::new(4096);
-    g.bench_function("e_json_tape_floor", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for l in &lines {
+        }
+        "c_decode_avro_and_audit" => {
+            for d in datums.iter() {
+                let e = avro::decode_event(d, None).unwrap();
+                let v = engine
+                    .audit(&e, table.as_of(&e.subject.user_id, e.occurred_at), ctx)
+                    .unwrap();
+                n += v.violations.len();
+            }
+        }
+        "d_audit_only" => {
+            for e in parsed.iter() {
+                let v = engine
+                    .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), ctx)
+                    .unwrap();
+                n += v.violations.len();
+            }
+        }
+        "e_json_tape_floor" => {
+            for l in lines.iter() {
                 buf.clear();
                 buf.extend_from_slice(l);
-                n += simd_json::to_tape_with_buffers(&mut buf, &mut buffers)
+                n += simd_json::to_tape_with_buffers(buf, buffers)
                     .unwrap()
                     .0
                     .len();
             }
-            black_box(n)
-        })
-    });
-    g.bench_function("c_decode_avro_and_audit", |b| {
-        b.iter(|| {
-            let mut n = 0;
-            for d in &datums {
-                let e = avro::decode_event(d, None).unwrap();
-                let v = engine
-                    .audit(&e, table.as_of(&e.subject.user_id, e.occurred_at), &ctx)
-                    .unwrap();
-                n += v.violations.len();
-            }
-            black_box(n)
-        })
-    });
+        }
+        other => panic!("no workload {other}"),
+    }
+    black_box(n)
+}
+
+const WORKLOADS: [&str; 5] = [
+    "a_parse_json",
+    "b_parse_json_and_audit",
+    "d_audit_only",
+    "e_json_tape_floor",
+    "c_decode_avro_and_audit",
+];
+
+fn bench(c: &mut Criterion) {
+    let mut f = fixture();
+    let mut g = c.benchmark_group("audit");
+    g.throughput(Throughput::Elements(f.lines.len() as u64));
+    g.sample_size(20);
+    for name in WORKLOADS {
+        g.bench_function(name, |b| b.iter(|| workload(name, &mut f)));
+    }
     g.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `SHAREAUDIT_BENCH_ONCE=NAME`: one pass of one workload and nothing
+/// else, for an instruction count that a loaded machine cannot blur
+/// (`scripts/bench-instructions.sh` runs it under callgrind, collecting
+/// inside `workload` only). Otherwise criterion, as usual.
+fn main() {
+    if let Ok(name) = std::env::var("SHAREAUDIT_BENCH_ONCE") {
+        let mut f = fixture();
+        workload(&name, &mut f);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -26,6 +26,13 @@ storage) on a free port, and measures, in one run:
    broker serves. The CPU the broker and the replicas used in the window
    says which was the limit.
 
+With --baseline-bin PATH (a shareaudit built from an earlier commit), the
+throughput of one replica is measured for both binaries, alternately, twice
+each, on the same topic in the same run; --sections picks the parts to run
+(throughput,latency,memory,scaling). In the latency part, the events held
+for the consent reader (shareaudit_consent_held_records) are sampled every
+100 ms all through the live traffic.
+
 Prints a Markdown table for BENCHMARKS.md. Not part of the test command: it
 takes a few minutes and the machine must be otherwise idle.
 """
@@ -88,10 +95,10 @@ class Bench:
             raise SystemExit(f"generate into {events_topic} failed")
         return p
 
-    def daemon(self, group, events, consent, tag, extra=()):
+    def daemon(self, group, events, consent, tag, extra=(), binary=None):
         port = free_port()
         p = subprocess.Popen(
-            [BIN, "run", "--brokers", self.brokers, "--group-id", group, "--events-topic", events,
+            [binary or BIN, "run", "--brokers", self.brokers, "--group-id", group, "--events-topic", events,
              "--consent-topic", consent, "--violations-topic", f"violations-{tag}", "--dead-letter-topic",
              f"dlq-{tag}", "--recipient-rate-topic", f"rate-{tag}", "--listen", f"127.0.0.1:{port}",
              "--schema-id", f"1={SCHEMA}", *extra],
@@ -201,7 +208,10 @@ def main():
     ap.add_argument("--scale-events", type=int, default=1_500_000,
                     help="events on the scaling topic: enough that three replicas still have a backlog after the window")
     ap.add_argument("--window", type=float, default=4.0, help="seconds of steady state measured per group")
+    ap.add_argument("--baseline-bin", help="a shareaudit binary of an earlier commit, measured beside this tree's")
+    ap.add_argument("--sections", default="throughput,latency,memory,scaling")
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
     subprocess.run(["cargo", "build", "--release", "--locked", "--bin", "shareaudit", "--example", "bare_consume"],
                    cwd=ROOT, check=True)
     b = Bench()
@@ -222,76 +232,114 @@ def main():
         bare, note = b.bare("bench-events", "bare", n)
         rows.append(("bare consume loop, 1 consumer", f"{bare:,.0f} events/s", note))
 
-        p, port = b.daemon("one", "bench-events", "bench-consent", "one")
-        one = b.judge_rate([port], n, [p.pid])
-        b.stop(p)
-        rows.append(("shareaudit, 1 replica", f"{one:,.0f} events/s",
-                     f"{one / bare:.0%} of the bare loop (target 95%); {b.cores_note()}"))
-        per_event = (b.cpu_used / n * 1e6, b.bare_cpu / n * 1e6)
-        rows.append(("CPU per event, same topic", f"shareaudit {per_event[0]:.1f} µs, bare loop {per_event[1]:.1f} µs",
-                     f"{b.cpu_used / n * 1e6:.1f} and {b.bare_cpu / n * 1e6:.1f} CPU seconds per million events; "
-                     f"the daemon's own work {per_event[0] - per_event[1]:.1f} µs an event"))
+        if "throughput" in sections:
+            p, port = b.daemon("one", "bench-events", "bench-consent", "one")
+            one = b.judge_rate([port], n, [p.pid])
+            waited = total(metrics(port), "shareaudit_consent_wait_seconds_count")
+            b.stop(p)
+            rows.append(("shareaudit, 1 replica", f"{one:,.0f} events/s",
+                         f"{one / bare:.0%} of the bare loop (target 95%); {b.cores_note()}; "
+                         f"{waited:.0f} waits for the consent reader"))
+            per_event = (b.cpu_used / n * 1e6, b.bare_cpu / n * 1e6)
+            rows.append(("CPU per event, same topic", f"shareaudit {per_event[0]:.1f} µs, bare loop {per_event[1]:.1f} µs",
+                         f"{b.cpu_used / n * 1e6:.1f} and {b.bare_cpu / n * 1e6:.1f} CPU seconds per million events; "
+                         f"the daemon's own work {per_event[0] - per_event[1]:.1f} µs an event"))
+        if "throughput" in sections and args.baseline_bin:
+            # This tree and the baseline alternately, twice each, on the same topic.
+            got = {"this tree": [], "baseline": []}
+            for i, (name, binary) in enumerate([("this tree", BIN), ("baseline", args.baseline_bin)] * 2):
+                p, port = b.daemon(f"cmp-{i}", "bench-events", "bench-consent", "one", binary=binary)
+                rate_ = b.judge_rate([port], n, [p.pid])
+                b.stop(p)
+                got[name].append((rate_, b.cpu_used / n * 1e6))
+            mean = {k: (sum(r for r, _ in v) / len(v), sum(c for _, c in v) / len(v)) for k, v in got.items()}
+            for name in ("this tree", "baseline"):
+                runs = ", ".join(f"{r:,.0f}" for r, _ in got[name])
+                rows.append((f"1 replica, {name}" + ("" if name == "this tree" else f" ({os.path.basename(args.baseline_bin)})"),
+                             f"{mean[name][0]:,.0f} events/s", f"runs {runs}; CPU {mean[name][1]:.1f} µs an event"))
+            change = mean["this tree"][0] / mean["baseline"][0] - 1
+            rows.append(("throughput, this tree against the baseline", f"{change:+.1%}",
+                         f"CPU per event {mean['this tree'][1] - mean['baseline'][1]:+.1f} µs (target: no loss beyond 5%)"))
 
         # Latency under live traffic at 5,000 events/s.
-        b.topic("live-events", 6)
-        b.topic("live-consent", 2)
-        b.generate("live-events", "live-consent", 0, 20_000)
-        # tansu holds a fetch for fetch.wait.max.ms (librdkafka: 500 ms) even when records are there.
-        p, port = b.daemon("live", "live-events", "live-consent", "live", ["-X", "consumer.fetch.wait.max.ms=10"])
-        while total(metrics(port), "shareaudit_ready") < 1:
-            time.sleep(0.2)
-        b.generate("live-events", "live-consent", 100_000, 20_000, rate=5000)
-        time.sleep(3)
-        text = metrics(port)
-        p50, alerts = quantile(text, "shareaudit_event_to_alert_seconds", 0.50)
-        p99, _ = quantile(text, "shareaudit_event_to_alert_seconds", 0.99)
-        b.stop(p)
-        rows.append(("event-to-alert latency at 5,000 events/s", f"p50 <= {p50 * 1000:.0f} ms, p99 <= {p99 * 1000:.0f} ms",
-                     f"{alerts:.0f} alerts; bucket bounds (target p99 < 100 ms)"))
+        if "latency" in sections:
+            b.topic("live-events", 6)
+            b.topic("live-consent", 2)
+            b.generate("live-events", "live-consent", 0, 20_000)
+            # tansu holds a fetch for fetch.wait.max.ms (librdkafka: 500 ms) even when records are there.
+            p, port = b.daemon("live", "live-events", "live-consent", "live", ["-X", "consumer.fetch.wait.max.ms=10"])
+            while total(metrics(port), "shareaudit_ready") < 1:
+                time.sleep(0.2)
+            gen = b.generate("live-events", "live-consent", 100_000, 20_000, rate=5000, wait=False)
+            held = []
+            while gen.poll() is None:
+                held.append(total(metrics(port), "shareaudit_consent_held_records"))
+                time.sleep(0.1)
+            if gen.returncode != 0:
+                raise SystemExit("generate into live-events failed")
+            time.sleep(3)
+            text = metrics(port)
+            p50, alerts = quantile(text, "shareaudit_event_to_alert_seconds", 0.50)
+            p99, _ = quantile(text, "shareaudit_event_to_alert_seconds", 0.99)
+            waited = total(text, "shareaudit_consent_wait_seconds_count")
+            wait_p99, _ = quantile(text, "shareaudit_consent_wait_seconds", 0.99)
+            stale = total(text, "shareaudit_consent_stale_total")
+            judged = total(text, "shareaudit_events_total")
+            b.stop(p)
+            rows.append(("event-to-alert latency at 5,000 events/s", f"p50 <= {p50 * 1000:.0f} ms, p99 <= {p99 * 1000:.0f} ms",
+                         f"{alerts:.0f} alerts; bucket bounds (target p99 < 100 ms)"))
+            busy = sum(1 for h in held if h > 0)
+            rows.append(("events held for the consent reader, live traffic",
+                         f"max {max(held, default=0):.0f}, non-zero in {busy} of {len(held)} samples",
+                         f"sampled every 100 ms; {waited:.0f} of {judged:.0f} events waited at all"
+                         + (f" (p99 of the wait <= {wait_p99 * 1000:.0f} ms)" if waited else "")
+                         + f"; {stale:.0f} judged stale"))
 
         # Memory with 1,000,000 users in the consent table.
-        b.topic("mem-events", 6)
-        b.topic("mem-consent", 6)
-        b.generate("mem-events", "mem-consent", 50_000, 1_000_000)
-        p, port = b.daemon("mem", "mem-events", "mem-consent", "mem")
-        deadline = time.time() + 900
-        while total(metrics(port), "shareaudit_events_total") < 50_000 and time.time() < deadline:
-            time.sleep(0.5)
-        users = total(metrics(port), "shareaudit_consent_table_users")
-        status = open(f"/proc/{p.pid}/status").read()
-        rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-        hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-        b.stop(p)
-        rows.append(("resident memory, 1,000,000 users", f"{rss:.0f} MiB (peak {hwm:.0f} MiB)",
-                     f"{users:,.0f} users in the table, 50,000 events judged (target 300 MiB)"))
+        if "memory" in sections:
+            b.topic("mem-events", 6)
+            b.topic("mem-consent", 6)
+            b.generate("mem-events", "mem-consent", 50_000, 1_000_000)
+            p, port = b.daemon("mem", "mem-events", "mem-consent", "mem")
+            deadline = time.time() + 900
+            while total(metrics(port), "shareaudit_events_total") < 50_000 and time.time() < deadline:
+                time.sleep(0.5)
+            users = total(metrics(port), "shareaudit_consent_table_users")
+            status = open(f"/proc/{p.pid}/status").read()
+            rss = int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+            hwm = int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+            b.stop(p)
+            rows.append(("resident memory, 1,000,000 users", f"{rss:.0f} MiB (peak {hwm:.0f} MiB)",
+                         f"{users:,.0f} users in the table, 50,000 events judged (target 300 MiB)"))
 
-        # Scaling: groups of one, two and three replicas, each new on a topic filled beforehand,
-        # measured in the steady state once the group has settled.
-        m = args.scale_events
-        b.topic("scale-events", 6)
-        b.topic("scale-consent", 2)
-        b.generate("scale-events", "scale-consent", m, 20_000)
-        rates = {}
-        for replicas in (1, 2, 3):
-            group_id = f"scale-{replicas}"
-            group = [b.daemon(group_id, "scale-events", "scale-consent", "scale") for _ in range(replicas)]
-            rate_, note = b.steady_rate(group, "scale-events", 6, m, args.window)
-            for p, _ in group:
-                b.stop(p)
-            rates[replicas] = rate_
-            rows.append((f"shareaudit, {replicas} replica{'s' if replicas > 1 else ''} in one group, steady state",
-                         f"{rate_:,.0f} events/s", f"{rate_ / rates[1]:.2f}x one replica; {note}"))
+        if "scaling" in sections:
+            # Scaling: groups of one, two and three replicas, each new on a topic filled beforehand,
+            # measured in the steady state once the group has settled.
+            m = args.scale_events
+            b.topic("scale-events", 6)
+            b.topic("scale-consent", 2)
+            b.generate("scale-events", "scale-consent", m, 20_000)
+            rates = {}
+            for replicas in (1, 2, 3):
+                group_id = f"scale-{replicas}"
+                group = [b.daemon(group_id, "scale-events", "scale-consent", "scale") for _ in range(replicas)]
+                rate_, note = b.steady_rate(group, "scale-events", 6, m, args.window)
+                for p, _ in group:
+                    b.stop(p)
+                rates[replicas] = rate_
+                rows.append((f"shareaudit, {replicas} replica{'s' if replicas > 1 else ''} in one group, steady state",
+                             f"{rate_:,.0f} events/s", f"{rate_ / rates[1]:.2f}x one replica; {note}"))
 
-        # What the broker serves at most: three bare loops at once on the last topic, each in its
-        # own group, each reading it all.
-        before, started = cpu_seconds([tansu.pid]), time.time()
-        loops = [subprocess.Popen([BARE, b.brokers, "scale-events", f"bare-3-{i}", str(n)], stdout=subprocess.PIPE,
-                                  text=True) for i in range(3)]
-        outs = [json.loads(l.communicate()[0]) for l in loops]
-        wall = max(o["seconds"] for o in outs)
-        broker = (cpu_seconds([tansu.pid]) - before) / (time.time() - started)
-        rows.append(("3 bare loops at once", f"{3 * n / wall:,.0f} events/s in all",
-                     f"what the broker serves three readers; cores busy: broker {broker:.2f} (from the loops' start)"))
+            # What the broker serves at most: three bare loops at once on the last topic, each in its
+            # own group, each reading it all.
+            before, started = cpu_seconds([tansu.pid]), time.time()
+            loops = [subprocess.Popen([BARE, b.brokers, "scale-events", f"bare-3-{i}", str(n)], stdout=subprocess.PIPE,
+                                      text=True) for i in range(3)]
+            outs = [json.loads(l.communicate()[0]) for l in loops]
+            wall = max(o["seconds"] for o in outs)
+            broker = (cpu_seconds([tansu.pid]) - before) / (time.time() - started)
+            rows.append(("3 bare loops at once", f"{3 * n / wall:,.0f} events/s in all",
+                         f"what the broker serves three readers; cores busy: broker {broker:.2f} (from the loops' start)"))
     finally:
         for p in b.procs:
             if p.poll() is None:
