@@ -110,8 +110,20 @@ pub fn decode_event(
     bytes: &[u8],
     schemas: &dyn SchemaLookup,
 ) -> Result<DataSharingEvent, DecodeError> {
-    match framing(bytes)? {
-        (Framing::Json, body) => json::decode_event(body),
+    let mut event = DataSharingEvent::empty();
+    decode_event_into(bytes, schemas, &mut event).map(|()| event)
+}
+
+/// Decodes an event in whichever framing it comes into `event`, reusing its
+/// allocations on the JSON path (as `audit` does). On an error, `event`
+/// holds no meaningful record.
+pub fn decode_event_into(
+    bytes: &[u8],
+    schemas: &dyn SchemaLookup,
+    event: &mut DataSharingEvent,
+) -> Result<(), DecodeError> {
+    let decoded = match framing(bytes)? {
+        (Framing::Json, body) => return json::decode_event_into(body, event),
         (Framing::Confluent { schema_id }, body) => match schemas.by_id(schema_id)? {
             Some(writer) => avro::decode_event(body, Some(&writer)),
             None => Err(DecodeError::UnknownSchema(format!("schema id {schema_id}"))),
@@ -124,7 +136,9 @@ pub fn decode_event(
                 crate::model::hex(&fingerprint)
             ))),
         },
-    }
+    };
+    *event = decoded?;
+    Ok(())
 }
 
 /// Decodes a consent state in whichever framing it comes (a tombstone, a
@@ -177,6 +191,44 @@ mod tests {
         generate::events(&generate::Options::default(), 1)
             .remove(0)
             .event
+    }
+
+    /// The daemon decodes every record into one event: nothing of a record
+    /// may stay behind in the next, whatever the framings, and an error in
+    /// between changes nothing for the record after it.
+    #[test]
+    fn records_decoded_into_one_event_equal_each_decoded_alone() {
+        let mut local = LocalSchemas::ours().unwrap();
+        local.add_id(7, Arc::new(avro::schemas().unwrap().event.clone()));
+        let generated = generate::events(&generate::Options::default(), 400);
+        let mut reused = DataSharingEvent::empty();
+        let mut shapes = std::collections::BTreeSet::new();
+        for (i, g) in generated.iter().enumerate() {
+            let bytes = match i % 3 {
+                0 => serde_json::to_vec(&g.event).unwrap(),
+                1 => confluent(7, &avro::encode_event(&g.event).unwrap()),
+                _ => b"{\"event_id\": 1}".to_vec(),
+            };
+            match (
+                decode_event_into(&bytes, &local, &mut reused),
+                decode_event(&bytes, &local),
+            ) {
+                (Ok(()), Ok(alone)) => {
+                    assert_eq!(reused, alone, "record {i}");
+                    assert_eq!(alone, g.event, "record {i}");
+                    shapes.insert((
+                        g.event.data.len(),
+                        g.event.order.is_some(),
+                        g.event.consent_ref.is_some(),
+                    ));
+                }
+                (Err(a), Err(b)) => assert_eq!(a.class(), b.class(), "record {i}"),
+                (a, b) => panic!("record {i}: into {a:?}, alone {:?}", b.map(|_| ())),
+            }
+        }
+        // Records of different shapes followed each other: longer and
+        // shorter data lists, with and without an order and a consent_ref.
+        assert!(shapes.len() > 4, "{shapes:?}");
     }
 
     #[test]

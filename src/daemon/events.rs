@@ -67,6 +67,9 @@ pub struct EventStage {
     pub(super) consent_held: BTreeMap<i32, Instant>,
     /// The held partitions paused at the consumer.
     pub(super) paused: BTreeSet<i32>,
+    /// The event each record is decoded into: JSON records reuse its
+    /// strings and items, as `audit` does.
+    pub(super) event: DataSharingEvent,
 }
 
 /// The header an alert carries when its event was judged with a consent
@@ -273,9 +276,24 @@ impl EventStage {
     /// after what the consent table is known to hold waits, unless it
     /// waited long enough (`stale_ok`): it is then judged, marked stale.
     fn judge(&mut self, io: &mut StageIo, rec: &Record, stale_ok: bool) -> Judged {
+        // Taken out for the call, so that `self` stays free to borrow.
+        let mut event = std::mem::replace(&mut self.event, DataSharingEvent::empty());
+        let judged = self.judge_into(io, rec, stale_ok, &mut event);
+        self.event = event;
+        judged
+    }
+
+    /// `judge`, decoding into `event`.
+    fn judge_into(
+        &mut self,
+        io: &mut StageIo,
+        rec: &Record,
+        stale_ok: bool,
+        event: &mut DataSharingEvent,
+    ) -> Judged {
         let started = Instant::now();
         let payload = rec.payload.as_deref().unwrap_or_default();
-        let decoded = wire::decode_event(payload, self.schemas.lookup.as_ref());
+        let decoded = wire::decode_event_into(payload, self.schemas.lookup.as_ref(), event);
         let (settings, metrics) = (&*io.settings, &*io.metrics);
         let mut out: Vec<Timed> = Vec::new();
         let mut event_time = None;
@@ -289,7 +307,7 @@ impl EventStage {
                 outputs::dead_letter(settings, metrics, rec, e.class(), e.to_string()),
                 None,
             )),
-            Ok(event) => match too_far_ahead(&event, now, skew) {
+            Ok(()) => match too_far_ahead(event, now, skew) {
                 Some(ahead) => {
                     let message = format!(
                         "occurred_at is {ahead} ms after the time it was judged; at most {skew} ms allowed"
@@ -305,7 +323,7 @@ impl EventStage {
                         return Judged::WaitsForConsent;
                     }
                     event_time = Some(event.occurred_at.millis());
-                    self.audit(settings, metrics, rec, &event, now, &mut out);
+                    self.audit(settings, metrics, rec, event, now, &mut out);
                     if behind {
                         metrics.consent_stale.inc();
                         tracing::warn!(

@@ -403,6 +403,7 @@ impl EventStart {
             consent: self.consent_sync,
             consent_held: BTreeMap::new(),
             paused: BTreeSet::new(),
+            event: crate::model::DataSharingEvent::empty(),
             wake,
             fetches: JoinSet::new(),
             stop: stop.clone(),
