@@ -9,12 +9,16 @@
 //! (d) audit alone, on events already parsed (where the time goes)
 //! (e) simd-json's tape alone (structural index and strings, no struct):
 //!     the floor of any JSON decoding on this machine
+//! (f) decode the Avro datums alone (the direct decoder, `codec::datum`,
+//!     into one reused event, validation included), beside (a)
+//! (g) the same through apache-avro (`Value`, resolution, serde): the path
+//!     (f) replaced, and still the fallback for writers without a plan
 //!
 //! `cargo bench --bench audit`; figures in BENCHMARKS.md.
 
 use criterion::{Criterion, Throughput, criterion_group};
 use shareaudit::audit::{AuditContext, Engine};
-use shareaudit::codec::{avro, json};
+use shareaudit::codec::{avro, datum, json};
 use shareaudit::consent::ConsentTable;
 use shareaudit::demo::generate::{self, Options};
 use shareaudit::model::{DataSharingEvent, Timestamp};
@@ -35,6 +39,7 @@ struct Fixture {
     event: DataSharingEvent,
     buf: Vec<u8>,
     buffers: simd_json::Buffers,
+    plan: datum::Plan,
 }
 
 fn fixture() -> Fixture {
@@ -82,6 +87,7 @@ fn fixture() -> Fixture {
         event: DataSharingEvent::empty(),
         buf: Vec::new(),
         buffers: simd_json::Buffers::new(4096),
+        plan: datum::Plan::event(&avro::schemas().unwrap().event).unwrap(),
     }
 }
 
@@ -99,6 +105,7 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
         event,
         buf,
         buffers,
+        plan,
     } = f;
     let mut n = 0;
     match name {
@@ -120,11 +127,23 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
         }
         "c_decode_avro_and_audit" => {
             for d in datums.iter() {
-                let e = avro::decode_event(d, None).unwrap();
+                datum::decode_event_into(d, plan, event).unwrap();
+                let e = &*event;
                 let v = engine
-                    .audit(&e, table.as_of(&e.subject.user_id, e.occurred_at), ctx)
+                    .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), ctx)
                     .unwrap();
                 n += v.violations.len();
+            }
+        }
+        "f_decode_avro" => {
+            for d in datums.iter() {
+                datum::decode_event_into(d, plan, event).unwrap();
+                n += black_box(&*event).data.len();
+            }
+        }
+        "g_decode_avro_apache" => {
+            for d in datums.iter() {
+                n += black_box(avro::decode_event(d, None).unwrap()).data.len();
             }
         }
         "d_audit_only" => {
@@ -150,12 +169,14 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
     black_box(n)
 }
 
-const WORKLOADS: [&str; 5] = [
+const WORKLOADS: [&str; 7] = [
     "a_parse_json",
     "b_parse_json_and_audit",
     "d_audit_only",
     "e_json_tape_floor",
     "c_decode_avro_and_audit",
+    "f_decode_avro",
+    "g_decode_avro_apache",
 ];
 
 fn bench(c: &mut Criterion) {

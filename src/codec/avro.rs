@@ -354,6 +354,19 @@ pub fn consent_from_value(v: &Value) -> Result<ConsentState, DecodeError> {
     Ok(c)
 }
 
+/// An event datum as apache-avro reads it, not validated: the reference
+/// the direct decoder (`datum`) is held to.
+pub fn read_event(bytes: &[u8], writer: &Schema) -> Result<DataSharingEvent, DecodeError> {
+    let v = decode_value(bytes, writer, &schemas()?.event)?;
+    from_value(&v).map_err(|e| DecodeError::Avro(e.to_string()))
+}
+
+/// A consent datum as apache-avro reads it, not validated.
+pub fn read_consent(bytes: &[u8], writer: &Schema) -> Result<ConsentState, DecodeError> {
+    let v = decode_value(bytes, writer, &schemas()?.consent)?;
+    from_value(&v).map_err(|e| DecodeError::Avro(e.to_string()))
+}
+
 /// Parses a writer schema from outside (a registry's answer, a container
 /// file's header, a schema file). apache-avro 0.21 panics on a named type
 /// whose name is not an Avro name (`Name::parse` unwraps; found by the

@@ -3,6 +3,7 @@
 
 pub mod avro;
 pub mod container;
+pub mod datum;
 mod fast;
 pub mod json;
 pub mod registry;

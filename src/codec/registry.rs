@@ -14,16 +14,15 @@
 //! shown without them (`RegistrySettings::display_url`).
 
 use super::DecodeError;
-use super::wire::{LocalSchemas, SchemaLookup};
+use super::wire::{LocalSchemas, SchemaLookup, Writer};
 use crate::config::{RegistryAuth, RegistrySettings};
-use apache_avro::Schema;
 use rustc_hash::FxHashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// What is known of an id.
 enum Known {
-    Schema(Arc<Schema>),
+    Schema(Arc<Writer>),
     /// Parsed, but not one our reader schemas can resolve, or recursive
     /// (a type that contains itself: decoding it nests without bound):
     /// its records are dead letters (`foreign_schema`), for good.
@@ -187,7 +186,7 @@ impl Registry {
         } else {
             match super::avro::parse_schema(&answer.schema) {
                 Ok(s) => match super::avro::usable_writer(&s) {
-                    Ok(()) => Known::Schema(Arc::new(s)),
+                    Ok(()) => Known::Schema(Arc::new(Writer::new(s))),
                     Err(why) => {
                         tracing::warn!(
                             id,
@@ -216,7 +215,7 @@ impl Registry {
 }
 
 impl SchemaLookup for Registry {
-    fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError> {
+    fn by_id(&self, id: u32) -> Result<Option<Arc<Writer>>, DecodeError> {
         if let Some(s) = self.local.by_id(id)? {
             return Ok(Some(s));
         }
@@ -233,7 +232,7 @@ impl SchemaLookup for Registry {
         }
     }
 
-    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>> {
+    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Writer>> {
         self.local.by_fingerprint(fingerprint)
     }
 }
@@ -551,7 +550,7 @@ mod tests {
 
     #[test]
     fn recursive_and_foreign_writer_schemas_are_refused_ours_taken() {
-        let parse = |t: &str| Schema::parse_str(t).unwrap();
+        let parse = |t: &str| apache_avro::Schema::parse_str(t).unwrap();
         let nested =
             parse(r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#);
         assert!(

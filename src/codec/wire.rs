@@ -10,8 +10,8 @@
 //! The writer's schema is resolved against ours, so a producer on an older
 //! or newer schema within Avro's compatibility rules still decodes.
 
-use super::{DecodeError, avro, json};
-use crate::model::DataSharingEvent;
+use super::{DecodeError, avro, datum, json};
+use crate::model::{ConsentState, DataSharingEvent};
 use apache_avro::Schema;
 use apache_avro::rabin::Rabin;
 use rustc_hash::FxHashMap;
@@ -49,20 +49,64 @@ pub fn framing(bytes: &[u8]) -> Result<(Framing, &[u8]), DecodeError> {
     }
 }
 
+/// A writer schema and its records' decoding plans, compiled once when the
+/// schema becomes known (`datum::Plan`): `None` where only apache-avro can
+/// read it as ours.
+pub struct Writer {
+    pub schema: Schema,
+    event: Option<datum::Plan>,
+    consent: Option<datum::Plan>,
+}
+
+impl Writer {
+    pub fn new(schema: Schema) -> Writer {
+        Writer {
+            event: datum::Plan::event(&schema),
+            consent: datum::Plan::consent(&schema),
+            schema,
+        }
+    }
+
+    /// Whether the direct decoder reads this writer's events.
+    pub fn direct_events(&self) -> bool {
+        self.event.is_some()
+    }
+
+    /// Decodes an event datum written with this schema into `event`.
+    pub fn decode_event_into(
+        &self,
+        datum: &[u8],
+        event: &mut DataSharingEvent,
+    ) -> Result<(), DecodeError> {
+        match &self.event {
+            Some(plan) => datum::decode_event_into(datum, plan, event),
+            None => avro::decode_event(datum, Some(&self.schema)).map(|e| *event = e),
+        }
+    }
+
+    /// Decodes a consent datum written with this schema.
+    pub fn decode_consent(&self, datum: &[u8]) -> Result<ConsentState, DecodeError> {
+        match &self.consent {
+            Some(plan) => datum::decode_consent(datum, plan),
+            None => avro::decode_consent(datum, Some(&self.schema)),
+        }
+    }
+}
+
 /// Where writer schemas are found: by Confluent schema id, by fingerprint.
 pub trait SchemaLookup {
     /// `Ok(None)`: no such id. `Err`: the lookup itself failed (registry down):
     /// the record is not a dead letter, the pipeline must retry.
-    fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError>;
-    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>>;
+    fn by_id(&self, id: u32) -> Result<Option<Arc<Writer>>, DecodeError>;
+    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Writer>>;
 }
 
 /// Schemas known without a registry: ours, by fingerprint, and any ids an
 /// operator maps to schema files.
 #[derive(Default)]
 pub struct LocalSchemas {
-    ids: FxHashMap<u32, Arc<Schema>>,
-    fingerprints: FxHashMap<[u8; 8], Arc<Schema>>,
+    ids: FxHashMap<u32, Arc<Writer>>,
+    fingerprints: FxHashMap<[u8; 8], Arc<Writer>>,
 }
 
 /// The Rabin fingerprint of a schema, as single-object headers carry it.
@@ -85,22 +129,25 @@ impl LocalSchemas {
     }
 
     pub fn add_fingerprint(&mut self, schema: Arc<Schema>) {
-        self.fingerprints.insert(fingerprint(&schema), schema);
+        let writer = Arc::new(Writer::new(Schema::clone(&schema)));
+        self.fingerprints.insert(fingerprint(&schema), writer);
     }
 
     /// Maps a Confluent schema id to a schema (and knows its fingerprint too).
     pub fn add_id(&mut self, id: u32, schema: Arc<Schema>) {
-        self.add_fingerprint(Arc::clone(&schema));
-        self.ids.insert(id, schema);
+        let writer = Arc::new(Writer::new(Schema::clone(&schema)));
+        self.fingerprints
+            .insert(fingerprint(&schema), Arc::clone(&writer));
+        self.ids.insert(id, writer);
     }
 }
 
 impl SchemaLookup for LocalSchemas {
-    fn by_id(&self, id: u32) -> Result<Option<Arc<Schema>>, DecodeError> {
+    fn by_id(&self, id: u32) -> Result<Option<Arc<Writer>>, DecodeError> {
         Ok(self.ids.get(&id).cloned())
     }
 
-    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Schema>> {
+    fn by_fingerprint(&self, fingerprint: &[u8; 8]) -> Option<Arc<Writer>> {
         self.fingerprints.get(fingerprint).cloned()
     }
 }
@@ -115,30 +162,28 @@ pub fn decode_event(
 }
 
 /// Decodes an event in whichever framing it comes into `event`, reusing its
-/// allocations on the JSON path (as `audit` does). On an error, `event`
-/// holds no meaningful record.
+/// allocations (JSON's fast path, and Avro's direct decoder where the
+/// writer has a plan). On an error, `event` holds no meaningful record.
 pub fn decode_event_into(
     bytes: &[u8],
     schemas: &dyn SchemaLookup,
     event: &mut DataSharingEvent,
 ) -> Result<(), DecodeError> {
-    let decoded = match framing(bytes)? {
-        (Framing::Json, body) => return json::decode_event_into(body, event),
+    match framing(bytes)? {
+        (Framing::Json, body) => json::decode_event_into(body, event),
         (Framing::Confluent { schema_id }, body) => match schemas.by_id(schema_id)? {
-            Some(writer) => avro::decode_event(body, Some(&writer)),
+            Some(writer) => writer.decode_event_into(body, event),
             None => Err(DecodeError::UnknownSchema(format!("schema id {schema_id}"))),
         },
         (Framing::SingleObject { fingerprint }, body) => match schemas.by_fingerprint(&fingerprint)
         {
-            Some(writer) => avro::decode_event(body, Some(&writer)),
+            Some(writer) => writer.decode_event_into(body, event),
             None => Err(DecodeError::UnknownSchema(format!(
                 "fingerprint {}",
                 crate::model::hex(&fingerprint)
             ))),
         },
-    };
-    *event = decoded?;
-    Ok(())
+    }
 }
 
 /// Decodes a consent state in whichever framing it comes (a tombstone, a
@@ -150,12 +195,12 @@ pub fn decode_consent(
     match framing(bytes)? {
         (Framing::Json, body) => json::decode_consent(body),
         (Framing::Confluent { schema_id }, body) => match schemas.by_id(schema_id)? {
-            Some(writer) => avro::decode_consent(body, Some(&writer)),
+            Some(writer) => writer.decode_consent(body),
             None => Err(DecodeError::UnknownSchema(format!("schema id {schema_id}"))),
         },
         (Framing::SingleObject { fingerprint }, body) => match schemas.by_fingerprint(&fingerprint)
         {
-            Some(writer) => avro::decode_consent(body, Some(&writer)),
+            Some(writer) => writer.decode_consent(body),
             None => Err(DecodeError::UnknownSchema(format!(
                 "fingerprint {}",
                 crate::model::hex(&fingerprint)

@@ -72,9 +72,13 @@ pub fn json_event(data: &[u8]) {
 /// it over (`schema JSON 0xff datum`): the schema is parsed and checked
 /// (`usable_writer`, as the registry client does) and, if usable, event
 /// and consent are decoded with it; the whole input is also decoded with
-/// our own schemas.
+/// our own schemas. Wherever the direct decoder has a plan, it must read
+/// as apache-avro reads (`same_reading`).
 pub fn avro_datum(data: &[u8]) {
-    let _ = avro::schemas();
+    let ours = match avro::schemas() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
     let (schema, datum) = split(data);
     if let Ok(text) = std::str::from_utf8(schema)
         && let Ok(writer) = avro::parse_schema(text)
@@ -82,9 +86,47 @@ pub fn avro_datum(data: &[u8]) {
     {
         let _ = avro::decode_event(datum, Some(&writer));
         let _ = avro::decode_consent(datum, Some(&writer));
+        same_reading(datum, &writer);
     }
     let _ = avro::decode_event(data, None);
     let _ = avro::decode_consent(data, None);
+    same_reading(data, &ours.event);
+    same_reading(data, &ours.consent);
+}
+
+/// The direct decoder (`codec::datum`) against apache-avro on one datum:
+/// what it accepts, apache-avro accepts with the same value; what
+/// apache-avro refuses, it refuses. It may refuse more only where the
+/// record ends early (apache-avro reads the end of input as null).
+pub fn same_reading(bytes: &[u8], writer: &apache_avro::Schema) {
+    use crate::codec::datum::{self, Bad, Plan};
+    fn agree<T: PartialEq + std::fmt::Debug>(
+        ours: Result<T, Bad>,
+        theirs: Result<T, crate::codec::DecodeError>,
+    ) {
+        match (ours, theirs) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "the direct decoder reads another value"),
+            (Ok(_), Err(e)) => panic!("the direct decoder accepts what apache-avro refuses: {e}"),
+            (Err(e), Ok(_)) if e != Bad::EndOfInput => {
+                panic!("the direct decoder refuses ({e}) what apache-avro accepts")
+            }
+            _ => {}
+        }
+    }
+    if let Some(plan) = Plan::event(writer) {
+        let mut e = DataSharingEvent::empty();
+        agree(
+            datum::read_event(bytes, &plan, &mut e).map(|()| e),
+            avro::read_event(bytes, writer),
+        );
+    }
+    if let Some(plan) = Plan::consent(writer) {
+        let mut state = ConsentState::empty();
+        agree(
+            datum::read_consent(bytes, &plan, &mut state).map(|()| state),
+            avro::read_consent(bytes, writer),
+        );
+    }
 }
 
 /// Our schemas by id 1 (event) and 2 (consent), and by fingerprint.

@@ -44,6 +44,25 @@ pub struct SeparateConsent {
     pub withdrawn_at: Option<Timestamp>,
 }
 
+impl ConsentState {
+    /// A record to decode into (`codec::datum`): empty strings and lists,
+    /// the first value of each enum. Not a valid state as it stands.
+    pub fn empty() -> ConsentState {
+        ConsentState {
+            user_id: String::new(),
+            updated_at: Timestamp(0),
+            account_status: AccountStatus::ALL[0],
+            consent_withdrawn: false,
+            withdrawn_purposes: Vec::new(),
+            personalized_ads_opt_out: false,
+            personalized_recommendation_opt_out: false,
+            separate_consents: Vec::new(),
+            birth_date: None,
+            guardian_consent: None,
+        }
+    }
+}
+
 impl SeparateConsent {
     /// In force at `t`: granted at or before it and not withdrawn by then.
     pub fn valid_at(&self, t: Timestamp) -> bool {
