@@ -476,8 +476,19 @@ impl<'a> Input<'a> {
 
     /// A zigzag varint, as apache-avro reads it (at most 10 bytes; bits
     /// past 64 dropped).
-    #[inline]
+    #[inline(always)]
     fn long(&mut self) -> Res<i64> {
+        // Lengths, indexes and small numbers: one byte.
+        if let Some((&b, rest)) = self.bytes.split_first()
+            && b < 0x80
+        {
+            self.bytes = rest;
+            return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+        }
+        self.long_slow()
+    }
+
+    fn long_slow(&mut self) -> Res<i64> {
         let mut z = 0u64;
         for j in 0..10 {
             let (&b, rest) = self.bytes.split_first().ok_or(Bad::EndOfInput)?;
@@ -521,7 +532,7 @@ impl<'a> Input<'a> {
 
     #[inline]
     fn str(&mut self) -> Res<&'a str> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| Bad::Utf8)
+        text(self.bytes()?).ok_or(Bad::Utf8)
     }
 
     /// An array or map block's item count; 0 ends it. A negative count is
@@ -625,6 +636,19 @@ impl<'a> Input<'a> {
     }
 }
 
+/// `b` as text, if it is UTF-8. Most strings of an event are short and
+/// ASCII (ids, codes, categories): one pass over their bytes; the others
+/// go through simdutf8.
+#[inline(always)]
+fn text(b: &[u8]) -> Option<&str> {
+    if b.is_ascii() {
+        // SAFETY: every ASCII byte sequence is UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        simdutf8::basic::from_utf8(b).ok()
+    }
+}
+
 /// A writer enum's symbol as the index of ours.
 #[inline]
 fn symbol(i: &mut Input<'_>, map: &[u8]) -> Res<usize> {
@@ -655,7 +679,7 @@ fn resolved<'p>(i: &mut Input<'_>, op: &'p Op) -> Res<&'p Op> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn string(i: &mut Input<'_>, op: &Op, out: &mut String) -> Res<()> {
     match resolved(i, op)? {
         Op::Str | Op::Bytes => {
