@@ -8,7 +8,8 @@
 #   scripts/bench-instructions.sh [BASE]     # BASE: a commit, default HEAD~1
 #
 # The base is built from a git worktree with this tree's benches/audit.rs
-# (the workloads must be the same code), in the shared target/.
+# (the workloads must be the same code; a base without `codec::datum`
+# keeps its own), in the shared target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${1:-HEAD~1}
@@ -28,7 +29,13 @@ root=$(pwd)
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/base" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git worktree add --detach "$work/base" "$base" >/dev/null
-cp benches/audit.rs "$work/base/benches/audit.rs"
+if [ -e "$work/base/src/codec/datum.rs" ]; then
+    cp benches/audit.rs "$work/base/benches/audit.rs"
+else
+    # Before the direct Avro decoder: the base keeps its own bench, whose
+    # (c) is the apache-avro path; (f) and (g) are not counted.
+    echo "base $(git rev-parse --short "$base") has no codec::datum: its own benches/audit.rs is used" >&2
+fi
 if ! grep -q "pub fn for_policy" "$work/base/src/consent/"*.rs; then
     # Before the consent history was kept by time.
     sed -i 's/ConsentTable::for_policy(&policy.settings)/ConsentTable::new(policy.settings.consent_history_per_user)/' \
