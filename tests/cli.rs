@@ -235,6 +235,108 @@ fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_ru
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
+/// `--threads` changes nothing in what `audit` says: the same violations,
+/// byte for byte and in the same order (the windowed rule included), the
+/// same messages with the same line numbers, the same exit code, over a
+/// generated file of several batches with bad, blank and comment lines
+/// between them and no newline at its end.
+#[test]
+fn any_thread_count_says_exactly_what_one_thread_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let (events, state) = (dir.path().join("ev.jsonl"), dir.path().join("st.jsonl"));
+    let out = run(&[
+        "generate",
+        "--count",
+        "6000",
+        "--violation-share",
+        "0.2",
+        "--events",
+        events.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let generated = std::fs::read_to_string(&events).unwrap();
+    let lines: Vec<&str> = generated.lines().collect();
+    // 1,100 distinct users to `partner-crm` within the hour, one after every
+    // fifth generated line: the windowed rule's count crosses batches.
+    use shareaudit::demo::generate::{self, Options};
+    use shareaudit::model::Timestamp;
+    let template = generate::events(
+        &Options {
+            seed: 9,
+            users: 100,
+            violation_share: 0.0,
+            ..Options::default()
+        },
+        400,
+    )
+    .into_iter()
+    .map(|g| g.event)
+    .find(|e| e.recipient.id == "partner-crm")
+    .expect("a partner-crm share");
+    let start = Timestamp::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
+    let mut body = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        body.push_str(l);
+        body.push('\n');
+        if i % 5 == 0 && i / 5 < 1100 {
+            let mut e = template.clone();
+            e.event_id = format!("rate-{i:05}");
+            e.subject.user_id = format!("u-rate-{i:05}");
+            e.occurred_at = Timestamp(start.millis() + i as i64 * 500);
+            body.push_str(&serde_json::to_string(&e).unwrap());
+            body.push('\n');
+        }
+        match i % 1500 {
+            7 => body.push_str("{\"event_id\": broken\n"),
+            8 => body.push_str("\n   \n# a comment\n"),
+            9 => body.push_str(&format!(
+                "{}\n",
+                GOOD.replace("\"record_count\":1", "\"record_count\":-1")
+            )),
+            _ => {}
+        }
+    }
+    body.push_str(GOOD); // no newline at the end
+    let input = write(dir.path(), "mixed.jsonl", &body);
+    let audit = |threads: &str| {
+        run(&[
+            "audit",
+            "--events",
+            input.to_str().unwrap(),
+            "--state",
+            state.to_str().unwrap(),
+            "--hmac-key",
+            KEY,
+            "--detected-at",
+            "2026-12-01T00:00:00Z",
+            "--threads",
+            threads,
+        ])
+    };
+    let one = audit("1");
+    let err = text(&one.stderr);
+    assert_eq!(one.status.code(), Some(2), "{err}");
+    assert!(err.contains("mixed.jsonl:11: JSON syntax error"), "{err}");
+    assert!(err.contains("invalid record: record_count"), "{err}");
+    let out = text(&one.stdout);
+    assert!(out.lines().count() > 1000, "violations written");
+    assert!(
+        out.contains("volume.recipient_rate"),
+        "the windowed rule fired"
+    );
+    for threads in ["2", "3", "8"] {
+        let many = audit(threads);
+        assert_eq!(many.status.code(), one.status.code(), "--threads {threads}");
+        assert!(
+            many.stdout == one.stdout,
+            "--threads {threads}: other violations"
+        );
+        assert_eq!(text(&many.stderr), err, "--threads {threads}");
+    }
+}
+
 #[test]
 fn avro_container_files_and_stdin_are_read_too() {
     let dir = tempfile::tempdir().unwrap();

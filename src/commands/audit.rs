@@ -15,6 +15,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+mod parallel;
+
 const AVRO_MAGIC: &[u8] = b"Obj\x01";
 
 /// What the run saw, printed to stderr at the end.
@@ -32,7 +34,7 @@ struct Summary {
     suppressed: u64,
 }
 
-fn open(path: &Path) -> Result<Box<dyn BufRead>> {
+fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     if path == Path::new("-") {
         return Ok(Box::new(BufReader::new(io::stdin())));
     }
@@ -41,7 +43,7 @@ fn open(path: &Path) -> Result<Box<dyn BufRead>> {
 }
 
 /// Whether the input is an Avro container (peeks without consuming).
-fn is_avro(r: &mut Box<dyn BufRead>, format: &str) -> Result<bool> {
+fn is_avro(r: &mut Box<dyn BufRead + Send>, format: &str) -> Result<bool> {
     Ok(match format {
         "avro" => true,
         "json" => false,
@@ -124,6 +126,88 @@ fn records(
     Ok(())
 }
 
+/// Violations are written through a buffer of this size.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Judges decoded events in input order: the engine (its windowed rule
+/// included) sees them as one reader of the file would.
+struct Judge<'a> {
+    engine: Engine,
+    table: &'a ConsentTable,
+    detected_at: Option<Timestamp>,
+    skew: i64,
+    out: Box<dyn Write + 'a>,
+    summary: &'a mut Summary,
+}
+
+impl Judge<'_> {
+    /// One record, decoded or not, at `at`.
+    fn record(
+        &mut self,
+        at: &dyn std::fmt::Display,
+        decoded: Result<&DataSharingEvent, &DecodeError>,
+    ) -> Result<()> {
+        let summary = &mut *self.summary;
+        let event = match decoded {
+            Ok(e) => e,
+            Err(e) => {
+                summary.invalid += 1;
+                eprintln!("{at}: {e}");
+                return Ok(());
+            }
+        };
+        let judged_at = self.detected_at.unwrap_or_else(Timestamp::now);
+        let skew = self.skew;
+        if let Some(ahead) = too_far_ahead(event, judged_at, skew) {
+            summary.invalid += 1;
+            eprintln!(
+                "{at}: future event time: occurred_at is {ahead} ms after the instant it is judged; at most {skew} ms allowed"
+            );
+            return Ok(());
+        }
+        let ctx = AuditContext {
+            detected_at: judged_at,
+            source: None,
+        };
+        let state = self.table.as_of(&event.subject.user_id, event.occurred_at);
+        let verdict = match self.engine.audit(event, state, &ctx) {
+            Ok(v) => v,
+            Err(problems) => {
+                summary.invalid += 1;
+                eprintln!("{at}: invalid record: {}", redact(&problems.to_string()));
+                return Ok(());
+            }
+        };
+        summary.events += 1;
+        summary.suppressed += verdict
+            .suppressed
+            .iter()
+            .filter(|s| s.exception_mode == Mode::Enforce)
+            .count() as u64;
+        if verdict.enforced().next().is_none() {
+            summary.clean += 1;
+        } else {
+            summary.with_violations += 1;
+        }
+        for v in &verdict.violations {
+            if v.mode == Mode::Shadow {
+                summary.shadow += 1;
+            } else {
+                match summary.by_rule.get_mut(&v.rule_id) {
+                    Some(n) => *n += 1,
+                    None => {
+                        summary.by_rule.insert(v.rule_id.clone(), 1);
+                    }
+                }
+                *summary.by_severity.entry(v.severity).or_default() += 1;
+            }
+            serde_json::to_writer(&mut self.out, v)?;
+            self.out.write_all(b"\n")?;
+        }
+        Ok(())
+    }
+}
+
 fn hmac_key(args: &AuditArgs) -> Result<Vec<u8>> {
     if let Some(k) = &args.hmac_key {
         return Ok(config::hmac_key(k.as_bytes().to_vec(), "--hmac-key")?);
@@ -190,71 +274,41 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     }
 
     let key = hmac_key(args)?;
-    let mut engine = Engine::new(Arc::clone(&policy), &key);
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(BufWriter::new(
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => Box::new(BufWriter::with_capacity(
+            WRITE_BUFFER,
             File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         )),
-        None => Box::new(BufWriter::new(io::stdout().lock())),
+        None => Box::new(BufWriter::with_capacity(WRITE_BUFFER, io::stdout().lock())),
     };
-    let mut event = DataSharingEvent::empty();
-    records(&args.events, &args.format, &schemas.event, |at, raw| {
-        let decoded = raw.and_then(|raw| match raw {
-            Raw::Json(bytes) => json::decode_event_into(bytes, &mut event),
-            Raw::Avro(v) => avro::event_from_value(&v).map(|e| event = e),
-        });
-        if let Err(e) = decoded {
-            summary.invalid += 1;
-            eprintln!("{at}: {e}");
-            return Ok(());
-        }
-        let event = &event;
-        let judged_at = detected_at.unwrap_or_else(Timestamp::now);
-        let skew = args.max_future_skew_ms as i64;
-        if let Some(ahead) = too_far_ahead(event, judged_at, skew) {
-            summary.invalid += 1;
-            eprintln!(
-                "{at}: future event time: occurred_at is {ahead} ms after the instant it is judged; at most {skew} ms allowed"
-            );
-            return Ok(());
-        }
-        let ctx = AuditContext {
-            detected_at: judged_at,
-            source: None,
-        };
-        let state = table.as_of(&event.subject.user_id, event.occurred_at);
-        let verdict = match engine.audit(event, state, &ctx) {
-            Ok(v) => v,
-            Err(problems) => {
-                summary.invalid += 1;
-                eprintln!("{at}: invalid record: {}", redact(&problems.to_string()));
-                return Ok(());
-            }
-        };
-        summary.events += 1;
-        summary.suppressed += verdict
-            .suppressed
-            .iter()
-            .filter(|s| s.exception_mode == Mode::Enforce)
-            .count() as u64;
-        if verdict.enforced().next().is_none() {
-            summary.clean += 1;
-        } else {
-            summary.with_violations += 1;
-        }
-        for v in &verdict.violations {
-            if v.mode == Mode::Shadow {
-                summary.shadow += 1;
-            } else {
-                *summary.by_rule.entry(v.rule_id.clone()).or_default() += 1;
-                *summary.by_severity.entry(v.severity).or_default() += 1;
-            }
-            serde_json::to_writer(&mut out, v)?;
-            out.write_all(b"\n")?;
-        }
-        Ok(())
-    })?;
-    out.flush()?;
+    let mut judge = Judge {
+        engine: Engine::new(Arc::clone(&policy), &key),
+        table: &table,
+        detected_at,
+        skew: args.max_future_skew_ms as i64,
+        out,
+        summary: &mut summary,
+    };
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let mut r = open(&args.events)?;
+    if threads > 1 && !is_avro(&mut r, &args.format)? {
+        parallel::judge_json_lines(r, &args.events.display().to_string(), threads, &mut judge)?;
+    } else {
+        drop(r);
+        let mut event = DataSharingEvent::empty();
+        records(&args.events, &args.format, &schemas.event, |at, raw| {
+            let decoded = raw.and_then(|raw| match raw {
+                Raw::Json(bytes) => json::decode_event_into(bytes, &mut event),
+                Raw::Avro(v) => avro::event_from_value(&v).map(|e| event = e),
+            });
+            judge.record(&at, decoded.as_ref().map(|()| &event))
+        })?;
+    }
+    judge.out.flush()?;
+    drop(judge);
 
     let total: u64 = summary.by_rule.values().sum();
     eprintln!(

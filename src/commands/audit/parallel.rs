@@ -1,0 +1,203 @@
+//! `audit --threads N` on JSON lines: one thread reads the file in large
+//! batches of whole lines, `N` workers decode the batches, and the calling
+//! thread judges the decoded events in input order. Everything the engine
+//! sees, and everything written, is in the order one thread would see it,
+//! so the output is the same for any `N` (tested byte for byte).
+//!
+//! Events are decoded into slots that go back to the workers once judged,
+//! so, as on one thread, a long file allocates little.
+
+use super::{At, Judge};
+use anyhow::Result;
+use shareaudit::codec::{DecodeError, json};
+use shareaudit::model::DataSharingEvent;
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+
+/// About this many bytes of whole lines make a batch.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Lines as read, in order.
+struct Batch {
+    seq: u64,
+    bytes: Vec<u8>,
+}
+
+/// One record of a batch, decoded (or not) into its slot's event.
+struct Slot {
+    /// The line within its batch, from 1.
+    line: u64,
+    result: Result<(), DecodeError>,
+    event: DataSharingEvent,
+}
+
+/// A batch decoded: its slots (the first `used` hold this batch's records)
+/// and how many lines it had.
+#[derive(Default)]
+struct Decoded {
+    seq: u64,
+    lines: u64,
+    used: usize,
+    slots: Vec<Slot>,
+}
+
+/// Reads `input` to its end with `threads` decoding workers; judges every
+/// record in input order with `judge`. `name` names the input in messages.
+pub(super) fn judge_json_lines(
+    input: Box<dyn io::BufRead + Send>,
+    name: &str,
+    threads: usize,
+    judge: &mut Judge<'_>,
+) -> Result<()> {
+    let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
+    let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
+    let (spare_tx, spare_rx) = channel::<Decoded>();
+    let (work_rx, spare_rx) = (Mutex::new(work_rx), Mutex::new(spare_rx));
+    std::thread::scope(|s| {
+        let reader = s.spawn(move || read_batches(input, &work_tx));
+        for _ in 0..threads {
+            let done_tx = done_tx.clone();
+            let (work_rx, spare_rx) = (&work_rx, &spare_rx);
+            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx));
+        }
+        drop(done_tx);
+        let judged = judge_in_order(&done_rx, &spare_tx, name, judge);
+        // On an error here, the workers find the judge gone and drain the
+        // reader, so that every thread ends.
+        drop(done_rx);
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")));
+        judged?;
+        read.map_err(|e| anyhow::anyhow!("reading {name}: {e}"))
+    })
+}
+
+fn judge_in_order(
+    done: &Receiver<Decoded>,
+    spare: &std::sync::mpsc::Sender<Decoded>,
+    name: &str,
+    judge: &mut Judge<'_>,
+) -> Result<()> {
+    let mut waiting = BTreeMap::new();
+    let (mut next, mut base) = (0u64, 0u64);
+    for d in done {
+        waiting.insert(d.seq, d);
+        while let Some(d) = waiting.remove(&next) {
+            for slot in &d.slots[..d.used] {
+                let at = At {
+                    name,
+                    n: base + slot.line,
+                    avro: false,
+                };
+                let decoded = slot.result.as_ref().map(|()| &slot.event);
+                judge.record(&at, decoded)?;
+            }
+            base += d.lines;
+            next += 1;
+            let _ = spare.send(d);
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf` from `r` as far as it goes; the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Cuts the input into batches that end at a line's end (the last may
+/// not); a line longer than a batch makes its batch longer.
+fn read_batches(
+    mut input: Box<dyn io::BufRead + Send>,
+    work: &SyncSender<Batch>,
+) -> io::Result<()> {
+    let mut carry = Vec::new();
+    let mut seq = 0;
+    loop {
+        let mut bytes = std::mem::take(&mut carry);
+        let start = bytes.len();
+        bytes.resize(start + BATCH_BYTES, 0);
+        let n = read_full(&mut input, &mut bytes[start..])?;
+        bytes.truncate(start + n);
+        if n == 0 {
+            if !bytes.is_empty() {
+                let _ = work.send(Batch { seq, bytes });
+            }
+            return Ok(());
+        }
+        match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(end) => {
+                carry = bytes[end + 1..].to_vec();
+                bytes.truncate(end + 1);
+                if work.send(Batch { seq, bytes }).is_err() {
+                    return Ok(()); // the judge stopped
+                }
+                seq += 1;
+            }
+            None => carry = bytes,
+        }
+    }
+}
+
+fn decode_batches(
+    work: &Mutex<Receiver<Batch>>,
+    spare: &Mutex<Receiver<Decoded>>,
+    done: &SyncSender<Decoded>,
+) {
+    let mut judge_gone = false;
+    loop {
+        let batch = match work.lock().map(|w| w.recv()) {
+            Ok(Ok(b)) => b,
+            _ => return,
+        };
+        if judge_gone {
+            continue;
+        }
+        let mut d = spare
+            .lock()
+            .ok()
+            .and_then(|s| s.try_recv().ok())
+            .unwrap_or_default();
+        decode(&batch, &mut d);
+        judge_gone = done.send(d).is_err();
+    }
+}
+
+/// Decodes a batch's lines into `d`'s slots, reusing their events.
+fn decode(batch: &Batch, d: &mut Decoded) {
+    d.seq = batch.seq;
+    d.used = 0;
+    let body = batch.bytes.strip_suffix(b"\n").unwrap_or(&batch.bytes);
+    let mut lines = 0;
+    for line in body.split(|&b| b == b'\n') {
+        lines += 1;
+        let text = line.trim_ascii();
+        if text.is_empty() || text.starts_with(b"#") {
+            continue;
+        }
+        if d.used == d.slots.len() {
+            d.slots.push(Slot {
+                line: 0,
+                result: Ok(()),
+                event: DataSharingEvent::empty(),
+            });
+        }
+        let slot = &mut d.slots[d.used];
+        slot.line = lines;
+        slot.result = json::decode_event_into(text, &mut slot.event);
+        d.used += 1;
+    }
+    d.lines = lines;
+}
