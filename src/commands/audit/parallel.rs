@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 
 /// About this many bytes of whole lines make a batch.
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 1 << 17;
 
 /// Lines as read, in order.
 struct Batch {
@@ -54,14 +54,18 @@ pub(super) fn judge_json_lines(
     let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
     let (spare_tx, spare_rx) = channel::<Decoded>();
+    // Read buffers go back to the reader once decoded: fresh ones would
+    // cost page faults and zeroing, batch after batch.
+    let (free_tx, free_rx) = channel::<Vec<u8>>();
     let (work_rx, spare_rx) = (Mutex::new(work_rx), Mutex::new(spare_rx));
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_batches(input, &work_tx));
+        let reader = s.spawn(move || read_batches(input, &work_tx, &free_rx));
         for _ in 0..threads {
-            let done_tx = done_tx.clone();
+            let (done_tx, free_tx) = (done_tx.clone(), free_tx.clone());
             let (work_rx, spare_rx) = (&work_rx, &spare_rx);
-            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx));
+            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx, &free_tx));
         }
+        drop(free_tx);
         drop(done_tx);
         let judged = judge_in_order(&done_rx, &spare_tx, name, judge);
         // On an error here, the workers find the judge gone and drain the
@@ -103,43 +107,34 @@ fn judge_in_order(
     Ok(())
 }
 
-/// Fills `buf` from `r` as far as it goes; the bytes read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// Cuts the input into batches that end at a line's end (the last may
 /// not); a line longer than a batch makes its batch longer.
 fn read_batches(
     mut input: Box<dyn io::BufRead + Send>,
     work: &SyncSender<Batch>,
+    free: &Receiver<Vec<u8>>,
 ) -> io::Result<()> {
-    let mut carry = Vec::new();
+    let mut carry: Vec<u8> = Vec::new();
     let mut seq = 0;
     loop {
-        let mut bytes = std::mem::take(&mut carry);
-        let start = bytes.len();
-        bytes.resize(start + BATCH_BYTES, 0);
-        let n = read_full(&mut input, &mut bytes[start..])?;
-        bytes.truncate(start + n);
+        let mut bytes = free
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + carry.len()));
+        bytes.clear();
+        bytes.extend_from_slice(&carry);
+        carry.clear();
+        let n = (&mut input)
+            .take(BATCH_BYTES as u64)
+            .read_to_end(&mut bytes)?;
         if n == 0 {
             if !bytes.is_empty() {
                 let _ = work.send(Batch { seq, bytes });
             }
             return Ok(());
         }
-        match bytes.iter().rposition(|&b| b == b'\n') {
+        match memchr::memrchr(b'\n', &bytes) {
             Some(end) => {
-                carry = bytes[end + 1..].to_vec();
+                carry.extend_from_slice(&bytes[end + 1..]);
                 bytes.truncate(end + 1);
                 if work.send(Batch { seq, bytes }).is_err() {
                     return Ok(()); // the judge stopped
@@ -155,6 +150,7 @@ fn decode_batches(
     work: &Mutex<Receiver<Batch>>,
     spare: &Mutex<Receiver<Decoded>>,
     done: &SyncSender<Decoded>,
+    free: &std::sync::mpsc::Sender<Vec<u8>>,
 ) {
     let mut judge_gone = false;
     loop {
@@ -171,6 +167,7 @@ fn decode_batches(
             .and_then(|s| s.try_recv().ok())
             .unwrap_or_default();
         decode(&batch, &mut d);
+        let _ = free.send(batch.bytes);
         judge_gone = done.send(d).is_err();
     }
 }
@@ -181,7 +178,7 @@ fn decode(batch: &Batch, d: &mut Decoded) {
     d.used = 0;
     let body = batch.bytes.strip_suffix(b"\n").unwrap_or(&batch.bytes);
     let mut lines = 0;
-    for line in body.split(|&b| b == b'\n') {
+    for line in (Lines { rest: Some(body) }) {
         lines += 1;
         let text = line.trim_ascii();
         if text.is_empty() || text.starts_with(b"#") {
@@ -200,4 +197,28 @@ fn decode(batch: &Batch, d: &mut Decoded) {
         d.used += 1;
     }
     d.lines = lines;
+}
+
+/// The lines of a batch (its final newline stripped), as `split` on `\n`
+/// gives them, with the line ends found by memchr.
+struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                self.rest = Some(&rest[i + 1..]);
+                Some(&rest[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
 }
