@@ -24,7 +24,13 @@ impl Timestamp {
     }
 
     pub fn now() -> Timestamp {
-        Timestamp(Utc::now().timestamp_millis())
+        // std's clock, without chrono's calendar arithmetic: the daemon
+        // asks once per record.
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Timestamp(match since {
+            Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Err(before) => -i64::try_from(before.duration().as_millis()).unwrap_or(i64::MAX),
+        })
     }
 
     pub fn millis(self) -> i64 {
