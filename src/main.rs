@@ -12,8 +12,28 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The offline commands end as Unix tools do when their reader goes
+/// away (`shareaudit audit ... | head`): killed by SIGPIPE, quietly, instead
+/// of an error about a broken pipe (or a panic in `print!`). Rust ignores
+/// SIGPIPE for every program; the daemon keeps it so: its sockets must
+/// see errors, not kill it.
+fn die_on_broken_pipe() {
+    // SAFETY: resets one signal's disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let offline = match &cli.command {
+        Command::Audit(_) | Command::Policy(_) | Command::Schema { .. } => true,
+        Command::Generate(args) => args.brokers.is_none(),
+        Command::Run(_) | Command::Demo(_) => false,
+    };
+    if offline {
+        die_on_broken_pipe();
+    }
     // The demo's live summary is for a person: its expected dead letters are not logged over it.
     let level = if matches!(cli.command, Command::Demo(_)) && cli.log == "warn" {
         "error"

@@ -337,6 +337,70 @@ fn any_thread_count_says_exactly_what_one_thread_says() {
     }
 }
 
+/// `shareaudit audit ... | head` ends as `cat ... | head` does: killed by
+/// SIGPIPE once its reader is gone, nothing on stderr.
+#[test]
+fn a_reader_that_goes_away_ends_the_audit_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("ev.jsonl");
+    let out = run(&[
+        "generate",
+        "--count",
+        "20000",
+        "--violation-share",
+        "0.5",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for threads in ["1", "2"] {
+        let mut child = bin()
+            .args([
+                "audit",
+                "--events",
+                events.to_str().unwrap(),
+                "--hmac-key",
+                KEY,
+                "--threads",
+                threads,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(first.contains("rule_id"), "{first}");
+        // The reader is dropped: the pipe is closed with megabytes unwritten.
+        let done = child.wait_with_output().unwrap();
+        assert_eq!(
+            done.status.signal(),
+            Some(13),
+            "killed by SIGPIPE: {:?}",
+            done.status
+        );
+        assert_eq!(text(&done.stderr), "", "--threads {threads}: nothing said");
+    }
+    // The schema printer, too (print! would panic).
+    let mut child = bin()
+        .args(["schema", "event"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        !text(&done.stderr).contains("panicked"),
+        "{}",
+        text(&done.stderr)
+    );
+}
+
 #[test]
 fn avro_container_files_and_stdin_are_read_too() {
     let dir = tempfile::tempdir().unwrap();
