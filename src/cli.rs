@@ -77,6 +77,13 @@ pub struct AuditArgs {
     /// 1 reads, decodes and judges on one thread.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
+    /// Write the compliance report of the run here: one self-contained HTML
+    /// page (Chinese and English), for the privacy officer.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the report's figures here as JSON.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -54,6 +54,7 @@ pub mod kafka;
 pub mod model;
 pub mod policy;
 pub mod policytest;
+pub mod report;
 pub mod telemetry;
 
 #[cfg(test)]

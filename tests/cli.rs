@@ -401,6 +401,132 @@ fn a_reader_that_goes_away_ends_the_audit_quietly() {
     );
 }
 
+/// The value at `path` (`clauses.3.by_severity.high`) of the summary.
+fn at<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
+    path.split('.').fold(v, |v, k| match k.parse::<usize>() {
+        Ok(i) if v.is_array() => &v[i],
+        _ => &v[k],
+    })
+}
+
+/// `audit --report` writes one page that shows exactly the figures of
+/// `--summary-json`, stands alone (no script, no request, no external
+/// resource) and holds no user id or data value of its input.
+#[test]
+fn the_report_shows_the_summary_s_figures_and_nothing_personal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (page, figures) = (dir.path().join("r.html"), dir.path().join("r.json"));
+    let out = run(&[
+        "audit",
+        "--events",
+        "examples/events.jsonl",
+        "--state",
+        "examples/state.jsonl",
+        "--hmac-key",
+        KEY,
+        "--detected-at",
+        "2026-12-01T00:00:00Z",
+        "--report",
+        page.to_str().unwrap(),
+        "--summary-json",
+        figures.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&figures).unwrap()).unwrap();
+    assert!(html.len() < 2 << 20, "{} bytes", html.len());
+    for outside in [
+        "<script",
+        "http://",
+        "https://",
+        "src=",
+        "url(",
+        "@import",
+        "<link",
+        "@font-face",
+    ] {
+        assert!(
+            !html.contains(outside),
+            "the page reaches outside: {outside}"
+        );
+    }
+    // Every figure on the page is the summary's.
+    let figure =
+        regex::Regex::new(r#"data-figure="([^"]+)"(?: data-value="([^"]+)")?>([^<]*)<"#).unwrap();
+    let mut seen = 0;
+    for c in figure.captures_iter(&html) {
+        let path = &c[1];
+        let want = if path == "rate_windows.length" {
+            serde_json::json!(json["rate_windows"].as_array().unwrap().len())
+        } else {
+            at(&json, path).clone()
+        };
+        match (c.get(2), &want) {
+            (Some(v), serde_json::Value::Number(n)) => {
+                // serde_json reads floats to within an ulp or two.
+                let (a, b) = (v.as_str().parse::<f64>().unwrap(), n.as_f64().unwrap());
+                assert!((a - b).abs() <= 1e-12, "{path}: {a} against {b}")
+            }
+            (_, serde_json::Value::String(s)) => assert_eq!(&c[3], s.as_str(), "{path}"),
+            (_, serde_json::Value::Number(n)) => assert_eq!(&c[3], n.to_string(), "{path}"),
+            (_, other) => panic!(
+                "{path}: the page shows {:?}, the summary has {other}",
+                &c[3]
+            ),
+        }
+        seen += 1;
+    }
+    let inputs = &json["inputs"];
+    assert_eq!(inputs["events_judged"], 60);
+    assert_eq!(inputs["consent_states"], 100);
+    let clauses = json["clauses"].as_array().unwrap();
+    assert!(clauses.len() >= 20, "every rule of the policy");
+    assert!(clauses.iter().any(|c| c["violations"].as_u64() > Some(0)));
+    assert!(
+        html.contains("“") && html.contains("我们"),
+        "the promises quoted in Chinese"
+    );
+    assert!(seen > 100, "{seen} figures checked");
+    let recipients = json["recipients"].as_array().unwrap().len();
+    for i in 0..recipients {
+        assert!(html.contains(&format!("data-figure=\"recipients.{i}.events\"")));
+    }
+    // Nothing personal: no user id, no data value of the input.
+    let mut personal = BTreeSet::new();
+    for line in std::fs::read_to_string("examples/events.jsonl")
+        .unwrap()
+        .lines()
+    {
+        let e: serde_json::Value = serde_json::from_str(line).unwrap();
+        personal.insert(e["subject"]["user_id"].as_str().unwrap().to_owned());
+        for d in e["data"].as_array().unwrap() {
+            if let Some(v) = d["value"].as_str().filter(|v| v.chars().count() >= 2) {
+                personal.insert(v.to_owned());
+            }
+        }
+    }
+    for line in std::fs::read_to_string("examples/state.jsonl")
+        .unwrap()
+        .lines()
+    {
+        let c: serde_json::Value = serde_json::from_str(line).unwrap();
+        personal.insert(c["user_id"].as_str().unwrap().to_owned());
+    }
+    assert!(personal.len() > 100);
+    let json_text = std::fs::read_to_string(&figures).unwrap();
+    for p in &personal {
+        assert!(
+            !html.contains(p.as_str()),
+            "the page holds a personal value"
+        );
+        assert!(
+            !json_text.contains(p.as_str()),
+            "the summary holds a personal value"
+        );
+    }
+}
+
 #[test]
 fn avro_container_files_and_stdin_are_read_too() {
     let dir = tempfile::tempdir().unwrap();

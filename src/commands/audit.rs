@@ -8,7 +8,8 @@ use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::config;
 use shareaudit::consent::ConsentTable;
 use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp, redact};
-use shareaudit::policy::format_finding;
+use shareaudit::policy::{Policy, format_finding};
+use shareaudit::report;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -138,6 +139,9 @@ struct Judge<'a> {
     skew: i64,
     out: Box<dyn Write + 'a>,
     summary: &'a mut Summary,
+    /// For `--report` and `--summary-json`.
+    tally: Option<report::Tally>,
+    policy: &'a Policy,
 }
 
 impl Judge<'_> {
@@ -178,6 +182,9 @@ impl Judge<'_> {
                 return Ok(());
             }
         };
+        if let Some(t) = &mut self.tally {
+            t.event(self.policy, event, &verdict);
+        }
         summary.events += 1;
         summary.suppressed += verdict
             .suppressed
@@ -288,6 +295,8 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         skew: args.max_future_skew_ms as i64,
         out,
         summary: &mut summary,
+        tally: (args.report.is_some() || args.summary_json.is_some()).then(report::Tally::default),
+        policy: &policy,
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -308,7 +317,21 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         })?;
     }
     judge.out.flush()?;
+    let tally = judge.tally.take();
     drop(judge);
+    if let Some(mut tally) = tally {
+        tally.inputs(summary.invalid, summary.states);
+        let figures = tally.summary(&policy);
+        if let Some(path) = &args.summary_json {
+            let json = serde_json::to_vec_pretty(&figures)?;
+            std::fs::write(path, json)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        if let Some(path) = &args.report {
+            std::fs::write(path, report::html(&figures))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+    }
 
     let total: u64 = summary.by_rule.values().sum();
     eprintln!(
