@@ -6,7 +6,8 @@
 #   through the `shareaudit audit` binary;
 # - the benchmarks in test mode (each runs once: they still build and work);
 # - the shipped policy's own test cases, with coverage of every rule;
-# - a smoke of every fuzz target.
+# - a smoke of every fuzz target;
+# - the compliance report rendered in a real browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,9 @@ bash scripts/fuzz.sh --seconds 10 --execs 1000000 --out fuzz/out-smoke
 
 # Alert rules (promtool unit tests) and Alertmanager routes (amtool); installs Debian's packages when missing.
 bash scripts/observability.sh
+
+# The compliance report in a real browser (chromium headless; installed when missing).
+bash scripts/report-browser.sh
 
 # The daemon against a real broker (tansu; installed when missing).
 bash scripts/e2e.sh
