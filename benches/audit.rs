@@ -13,6 +13,8 @@
 //!     into one reused event, validation included), beside (a)
 //! (g) the same through apache-avro (`Value`, resolution, serde): the path
 //!     (f) replaced, and still the fallback for writers without a plan
+//! (h) the same through serde_avro_fast (writer schema only, serde, a
+//!     fresh event per record, then the same validation)
 //!
 //! `cargo bench --bench audit`; figures in BENCHMARKS.md.
 
@@ -40,6 +42,7 @@ struct Fixture {
     buf: Vec<u8>,
     buffers: simd_json::Buffers,
     plan: datum::Plan,
+    fast_schema: serde_avro_fast::Schema,
 }
 
 fn fixture() -> Fixture {
@@ -88,6 +91,7 @@ fn fixture() -> Fixture {
         buf: Vec::new(),
         buffers: simd_json::Buffers::new(4096),
         plan: datum::Plan::event(&avro::schemas().unwrap().event).unwrap(),
+        fast_schema: avro::EVENT_AVSC.parse().unwrap(),
     }
 }
 
@@ -106,6 +110,7 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
         buf,
         buffers,
         plan,
+        fast_schema,
     } = f;
     let mut n = 0;
     match name {
@@ -141,6 +146,14 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
                 n += black_box(&*event).data.len();
             }
         }
+        "h_decode_avro_serde_avro_fast" => {
+            for d in datums.iter() {
+                let e: DataSharingEvent =
+                    serde_avro_fast::from_datum_slice(d, fast_schema).unwrap();
+                e.problems().into_result().unwrap();
+                n += black_box(e).data.len();
+            }
+        }
         "g_decode_avro_apache" => {
             for d in datums.iter() {
                 n += black_box(avro::decode_event(d, None).unwrap()).data.len();
@@ -169,7 +182,7 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
     black_box(n)
 }
 
-const WORKLOADS: [&str; 7] = [
+const WORKLOADS: [&str; 8] = [
     "a_parse_json",
     "b_parse_json_and_audit",
     "d_audit_only",
@@ -177,6 +190,7 @@ const WORKLOADS: [&str; 7] = [
     "c_decode_avro_and_audit",
     "f_decode_avro",
     "g_decode_avro_apache",
+    "h_decode_avro_serde_avro_fast",
 ];
 
 fn bench(c: &mut Criterion) {
