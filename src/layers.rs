@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("audit", 3),
     ("telemetry", 3),
     ("policytest", 4),
+    ("report", 4),
     ("kafka", 4),
     ("daemon", 5),
     ("fuzzing", 5),
