@@ -48,7 +48,15 @@ pub struct Tally {
 struct Share {
     events: u64,
     with_violations: u64,
+    /// The categories of data shared (kept for recipient categories).
     data: BTreeSet<String>,
+}
+
+impl Share {
+    fn count(&mut self, violated: bool) {
+        self.events += 1;
+        self.with_violations += u64::from(violated);
+    }
 }
 
 #[derive(Default)]
@@ -94,19 +102,8 @@ impl Tally {
         hour.0 += 1;
         hour.1 += u64::from(violated);
         let category = self.categories.entry(e.recipient.category).or_default();
-        let recipient = match self.recipients.get_mut(e.recipient.id.as_str()) {
-            Some(r) => r,
-            None => self
-                .recipients
-                .entry(e.recipient.id.clone())
-                .or_insert_with(|| (e.recipient.category, Share::default())),
-        };
-        for share in [category, &mut recipient.1] {
-            share.events += 1;
-            share.with_violations += u64::from(violated);
-        }
+        category.count(violated);
         let taxonomy = &policy.taxonomy;
-        let category = self.categories.entry(e.recipient.category).or_default();
         for d in &e.data {
             let id = match &d.category {
                 Some(c) => taxonomy.get(c).map(|c| taxonomy.name(c)),
@@ -117,6 +114,14 @@ impl Tally {
                 category.data.insert(id.to_owned());
             }
         }
+        let recipient = match self.recipients.get_mut(e.recipient.id.as_str()) {
+            Some(r) => r,
+            None => self
+                .recipients
+                .entry(e.recipient.id.clone())
+                .or_insert_with(|| (e.recipient.category, Share::default())),
+        };
+        recipient.1.count(violated);
         for v in &verdict.violations {
             let Ok(rule) = v.rule_id.parse::<RuleId>() else {
                 continue;
