@@ -235,6 +235,23 @@ fn exit_codes_say_clean_violations_or_bad_input_and_bad_lines_do_not_stop_the_ru
     assert_eq!(out.status.code(), Some(2), "a usage error");
 }
 
+/// A generated share with `partner-crm`, a recipient with a rate limit:
+/// the template of the windowed rule's tests.
+fn partner_crm_share() -> shareaudit::model::DataSharingEvent {
+    use shareaudit::demo::generate::{self, Options};
+    let options = Options {
+        seed: 9,
+        users: 100,
+        violation_share: 0.0,
+        ..Options::default()
+    };
+    generate::events(&options, 400)
+        .into_iter()
+        .map(|g| g.event)
+        .find(|e| e.recipient.id == "partner-crm")
+        .expect("a partner-crm share")
+}
+
 /// `--threads` changes nothing in what `audit` says: the same violations,
 /// byte for byte and in the same order (the windowed rule included), the
 /// same messages with the same line numbers, the same exit code, over a
@@ -260,21 +277,8 @@ fn any_thread_count_says_exactly_what_one_thread_says() {
     let lines: Vec<&str> = generated.lines().collect();
     // 1,100 distinct users to `partner-crm` within the hour, one after every
     // fifth generated line: the windowed rule's count crosses batches.
-    use shareaudit::demo::generate::{self, Options};
     use shareaudit::model::Timestamp;
-    let template = generate::events(
-        &Options {
-            seed: 9,
-            users: 100,
-            violation_share: 0.0,
-            ..Options::default()
-        },
-        400,
-    )
-    .into_iter()
-    .map(|g| g.event)
-    .find(|e| e.recipient.id == "partner-crm")
-    .expect("a partner-crm share");
+    let template = partner_crm_share();
     let start = Timestamp::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
     let mut body = String::new();
     for (i, l) in lines.iter().enumerate() {
@@ -702,22 +706,9 @@ fn run_check_merges_settings_files_in_order_and_connects_to_nothing() {
 /// window is the same with or without it.
 #[test]
 fn an_event_dated_far_ahead_is_refused_and_moves_no_window() {
-    use shareaudit::demo::generate::{self, Options};
     use shareaudit::model::Timestamp;
     let dir = tempfile::tempdir().unwrap();
-    let template = generate::events(
-        &Options {
-            seed: 9,
-            users: 100,
-            violation_share: 0.0,
-            ..Options::default()
-        },
-        400,
-    )
-    .into_iter()
-    .map(|g| g.event)
-    .find(|e| e.recipient.id == "partner-crm")
-    .expect("a partner-crm share");
+    let template = partner_crm_share();
     let start = Timestamp::parse_rfc3339("2026-11-20T00:00:00Z").unwrap();
     let lines: Vec<String> = (0..1100)
         .map(|i| {

@@ -857,11 +857,11 @@ fn event(i: &mut Input<'_>, op: &Op, e: &mut DataSharingEvent) -> Res<()> {
                 5 => recipient(i, op, &mut e.recipient)?,
                 6 => e.purpose = enumerated(i, op)?,
                 7 => e.legal_basis = enumerated(i, op)?,
-                8 => optional(i, op, &mut e.order, fresh_order, order)?,
+                8 => optional(i, op, &mut e.order, Order::empty, order)?,
                 9 => array(i, op, &mut e.data, fresh_item, data_item)?,
                 10 => e.record_count = long(i, op)?,
                 11 => transport(i, op, &mut e.transport)?,
-                12 => optional(i, op, &mut e.legal_document, fresh_document, document)?,
+                12 => optional(i, op, &mut e.legal_document, LegalDocument::empty, document)?,
                 13 => optional(i, op, &mut e.files_encrypted, || false, flag)?,
                 14 => optional(i, op, &mut e.agreement_ref, String::new, string)?,
                 15 => optional(i, op, &mut e.consent_ref, String::new, string)?,
@@ -948,16 +948,6 @@ fn recipient(i: &mut Input<'_>, op: &Op, r: &mut Recipient) -> Res<()> {
     )
 }
 
-fn fresh_order() -> Order {
-    Order {
-        id: String::new(),
-        order_type: OrderType::ALL[0],
-        merchant_id: String::new(),
-        cash_on_delivery: false,
-        insured: false,
-    }
-}
-
 fn order(i: &mut Input<'_>, op: &Op, o: &mut Order) -> Res<()> {
     let r = record(i, op)?;
     fields(
@@ -1042,13 +1032,6 @@ fn transport(i: &mut Input<'_>, op: &Op, t: &mut Transport) -> Res<()> {
             _ => Err(Bad::Plan),
         },
     )
-}
-
-fn fresh_document() -> LegalDocument {
-    LegalDocument {
-        doc_type: String::new(),
-        reference: String::new(),
-    }
 }
 
 fn document(i: &mut Input<'_>, op: &Op, d: &mut LegalDocument) -> Res<()> {

@@ -126,9 +126,14 @@ pub(super) fn event(v: V<'_, '_>, e: &mut DataSharingEvent) -> Option<()> {
             "record_count" => seen.first(9, || put(&mut e.record_count, int(v)))?,
             "transport" => seen.first(10, || transport(v, &mut e.transport))?,
             // Optional: bits 11 to 15.
-            "order" => seen.first(11, || nullable_object(&mut e.order, v, blank_order, order))?,
+            "order" => seen.first(11, || nullable_object(&mut e.order, v, Order::empty, order))?,
             "legal_document" => seen.first(12, || {
-                nullable_object(&mut e.legal_document, v, blank_document, legal_document)
+                nullable_object(
+                    &mut e.legal_document,
+                    v,
+                    LegalDocument::empty,
+                    legal_document,
+                )
             })?,
             "files_encrypted" => {
                 seen.first(13, || nullable(&mut e.files_encrypted, v, |v| v.as_bool()))?
@@ -206,16 +211,6 @@ fn recipient(v: V<'_, '_>, r: &mut Recipient) -> Option<()> {
     Some(())
 }
 
-fn blank_order() -> Order {
-    Order {
-        id: String::new(),
-        order_type: OrderType::ALL[0],
-        merchant_id: String::new(),
-        cash_on_delivery: false,
-        insured: false,
-    }
-}
-
 fn order(v: V<'_, '_>, o: &mut Order) -> Option<()> {
     let mut seen = Seen::default();
     for (k, v) in v.as_object()?.iter() {
@@ -289,13 +284,6 @@ fn transport(v: V<'_, '_>, t: &mut Transport) -> Option<()> {
         t.protocol = None;
     }
     Some(())
-}
-
-fn blank_document() -> LegalDocument {
-    LegalDocument {
-        doc_type: String::new(),
-        reference: String::new(),
-    }
 }
 
 fn legal_document(v: V<'_, '_>, d: &mut LegalDocument) -> Option<()> {

@@ -91,6 +91,29 @@ pub struct LegalDocument {
     pub reference: String,
 }
 
+impl Order {
+    /// A record to decode into: empty strings, the first order type.
+    pub fn empty() -> Order {
+        Order {
+            id: String::new(),
+            order_type: OrderType::ALL[0],
+            merchant_id: String::new(),
+            cash_on_delivery: false,
+            insured: false,
+        }
+    }
+}
+
+impl LegalDocument {
+    /// A record to decode into: empty strings.
+    pub fn empty() -> LegalDocument {
+        LegalDocument {
+            doc_type: String::new(),
+            reference: String::new(),
+        }
+    }
+}
+
 impl DataSharingEvent {
     /// A record to decode into (`codec::json::decode_event_into`): empty
     /// strings, the first value of each enum. Not a valid event as it stands.
