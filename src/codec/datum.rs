@@ -727,27 +727,8 @@ fn date(i: &mut Input<'_>, op: &Op) -> Res<Date> {
     Date::from_days_since_epoch(int(i, op)?.into()).ok_or(Bad::DateRange)
 }
 
-/// The closed vocabularies, by their Avro symbol index.
-trait Symbols: Copy + 'static {
-    const ALL: &'static [Self];
-}
-
-macro_rules! symbols {
-    ($($t:ident),+) => { $(impl Symbols for $t { const ALL: &'static [Self] = $t::ALL; })+ };
-}
-symbols!(
-    Flow,
-    Role,
-    RecipientCategory,
-    Purpose,
-    LegalBasis,
-    OrderType,
-    AccountStatus,
-    ConsentScope
-);
-
 #[inline]
-fn enumerated<T: Symbols>(i: &mut Input<'_>, op: &Op) -> Res<T> {
+fn enumerated<T: Vocabulary>(i: &mut Input<'_>, op: &Op) -> Res<T> {
     match resolved(i, op)? {
         Op::Enum(map) => T::ALL.get(symbol(i, map)?).copied().ok_or(Bad::Plan),
         _ => Err(Bad::Plan),

@@ -26,6 +26,10 @@ macro_rules! str_enum {
             pub const fn index(self) -> usize { self as usize }
         }
 
+        impl Vocabulary for $name {
+            const ALL: &'static [$name] = $name::ALL;
+        }
+
         impl FromStr for $name {
             type Err = UnknownValue;
             fn from_str(s: &str) -> Result<Self, UnknownValue> {
@@ -60,6 +64,12 @@ macro_rules! str_enum {
             }
         }
     };
+}
+
+/// A closed vocabulary, generically: its values in declaration order (the
+/// Avro symbol order), for code that reads any of them by index.
+pub trait Vocabulary: Copy + 'static {
+    const ALL: &'static [Self];
 }
 
 /// A value outside a closed vocabulary.
