@@ -576,7 +576,7 @@ fn avro_container_files_and_stdin_are_read_too() {
 fn policy_check_reports_line_and_column_and_fails_on_errors() {
     let out = run(&["policy", "check"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
-    assert!(text(&out.stdout).contains("ok: version 2026.12.06-1"));
+    assert!(text(&out.stdout).contains("ok: version 2026.12.06-2"));
 
     let dir = tempfile::tempdir().unwrap();
     let bad = write(

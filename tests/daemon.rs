@@ -660,7 +660,7 @@ fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
 
     write(
         shareaudit::policy::DEFAULT_POLICY
-            .replace("version: \"2026.12.06-1\"", "version: \"2026.12.06-2\""),
+            .replace("version: \"2026.12.06-2\"", "version: \"2026.12.06-3\""),
         4,
     );
     r.wait_for("the good policy swapped in", Duration::from_secs(10), |m| {
@@ -668,7 +668,7 @@ fn a_bad_policy_is_refused_and_counted_a_good_one_is_swapped_in() {
     });
     let after = info(&r.metrics);
     assert_eq!(after.len(), 1, "{after:?}");
-    assert!(after[0].contains("version=\"2026.12.06-2\""), "{after:?}");
+    assert!(after[0].contains("version=\"2026.12.06-3\""), "{after:?}");
     r.stop();
 }
 

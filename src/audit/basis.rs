@@ -2,6 +2,7 @@
 
 use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{ConsentScope, Flow, LegalBasis, RuleId};
+use crate::policy::{Arg, Case};
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
@@ -28,31 +29,27 @@ fn legal_basis(f: &Facts<'_>) -> Option<Breach> {
         return None;
     }
     let why = if e.legal_basis == LegalBasis::None {
-        format!("a {} on no legal basis", e.flow)
+        Breach::new(Case::NoBasis).arg(Arg::Flow, e.flow)
     } else if e.flow == Flow::Transfer && !p.transfer_bases.contains(e.legal_basis) {
-        format!("a transfer may not rest on {}", e.legal_basis)
+        Breach::new(Case::TransferBasis).arg(Arg::LegalBasis, e.legal_basis)
     } else if e.legal_basis == LegalBasis::Contract
         && !p.contract_recipients.contains(e.recipient.category)
     {
-        format!(
-            "contract does not ground sharing with a {}",
-            e.recipient.category
-        )
+        Breach::new(Case::ContractRecipient).arg(Arg::RecipientCategory, e.recipient.category)
     } else if e.legal_basis == LegalBasis::Contract && e.order.is_none() {
-        "contract claimed but the event names no order".to_owned()
+        Breach::new(Case::ContractNoOrder)
     } else if p.transfer_only_bases.contains(e.legal_basis) && e.flow != Flow::Transfer {
-        format!("{} grounds a transfer, not a {}", e.legal_basis, e.flow)
+        Breach::new(Case::TransferOnly)
+            .arg(Arg::LegalBasis, e.legal_basis)
+            .arg(Arg::Flow, e.flow)
     } else if e.legal_basis == LegalBasis::GuardianRequest
         && !p.guardian_request_recipients.contains(e.recipient.category)
     {
-        format!(
-            "guardian_request grounds sharing with a guardian, not a {}",
-            e.recipient.category
-        )
+        Breach::new(Case::GuardianRequest).arg(Arg::RecipientCategory, e.recipient.category)
     } else {
         return None;
     };
-    Some(Breach::new(RuleId::LegalBasisInvalid, why))
+    Some(why)
 }
 
 /// 2.10.1: "如我们将信息用于本政策未载明的其他用途……均会事先获得您的同意" — the
@@ -69,13 +66,12 @@ fn purpose(f: &Facts<'_>) -> Option<Breach> {
     if declared.contains(e.purpose) || f.consents(None).any(|c| c.purpose == Some(e.purpose)) {
         return None;
     }
-    Some(Breach::new(
-        RuleId::PurposeUndeclared,
-        format!(
-            "purpose {} is not declared for {} `{}` and no separate consent names it",
-            e.purpose, e.recipient.category, e.recipient.id
-        ),
-    ))
+    Some(
+        Breach::new(Case::PurposeUndeclared)
+            .arg(Arg::Purpose, e.purpose)
+            .arg(Arg::RecipientCategory, e.recipient.category)
+            .arg(Arg::Recipient, &e.recipient.id),
+    )
 }
 
 /// 4.3 a: public disclosure only "在您明确同意的披露方式下", on request or by law.
@@ -95,11 +91,9 @@ fn disclosure_without_consent(f: &Facts<'_>) -> Option<Breach> {
         return None;
     }
     Some(
-        Breach::new(
-            RuleId::DisclosureWithoutConsent,
-            format!("public disclosure on {}", e.legal_basis),
-        )
-        .with_cats(f.cats),
+        Breach::new(Case::PublicDisclosure)
+            .arg(Arg::LegalBasis, e.legal_basis)
+            .with_cats(f.cats),
     )
 }
 
@@ -111,13 +105,10 @@ fn legal_without_document(f: &Facts<'_>) -> Option<Breach> {
     let applies =
         e.flow == Flow::PublicDisclosure || p.legal_doc_recipients.contains(e.recipient.category);
     (legal && applies && e.legal_document.is_none()).then(|| {
-        Breach::new(
-            RuleId::DisclosureLegalWithoutDocument,
-            format!(
-                "{} to {} `{}` with no legal document",
-                e.legal_basis, e.recipient.category, e.recipient.id
-            ),
-        )
+        Breach::new(Case::NoLegalDocument)
+            .arg(Arg::LegalBasis, e.legal_basis)
+            .arg(Arg::RecipientCategory, e.recipient.category)
+            .arg(Arg::Recipient, &e.recipient.id)
     })
 }
 
@@ -127,13 +118,5 @@ fn files_not_encrypted(f: &Facts<'_>) -> Option<Breach> {
     (e.flow == Flow::PublicDisclosure
         && f.policy.params.files_bases.contains(e.legal_basis)
         && e.files_encrypted != Some(true))
-    .then(|| {
-        Breach::new(
-            RuleId::DisclosureFilesNotEncrypted,
-            format!(
-                "public disclosure under {} with files not encrypted",
-                e.legal_basis
-            ),
-        )
-    })
+    .then(|| Breach::new(Case::FilesNotEncrypted).arg(Arg::LegalBasis, e.legal_basis))
 }

@@ -3,7 +3,7 @@
 
 use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{ConsentScope, RuleId, Severity};
-use crate::policy::{CatId, CatSet, When};
+use crate::policy::{Arg, Case, CatId, CatSet, When};
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let on = |id| f.policy.rule(id).is_some();
@@ -43,16 +43,11 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
 fn credentials(f: &Facts<'_>) -> Option<Breach> {
     let found = f.cats.intersect(f.policy.params.credentials);
     (!found.is_empty()).then(|| {
-        Breach::new(
-            RuleId::CredentialsShared,
-            format!(
-                "{} sent to {} `{}`",
-                f.names(found),
-                f.event.recipient.category,
-                f.event.recipient.id
-            ),
-        )
-        .with_cats(found)
+        Breach::new(Case::CredentialsShared)
+            .arg(Arg::Categories, f.names(found))
+            .arg(Arg::RecipientCategory, f.event.recipient.category)
+            .arg(Arg::Recipient, &f.event.recipient.id)
+            .with_cats(found)
     })
 }
 
@@ -107,16 +102,11 @@ fn minimisation(f: &Facts<'_>) -> (Option<Breach>, Option<Breach>) {
     let unnecessary = sent.minus(f.profile.never).minus(permitted(f));
     let r = &f.event.recipient;
     let prohibited = (!never.is_empty()).then(|| {
-        Breach::new(
-            RuleId::MinimisationProhibited,
-            format!(
-                "{} `{}` must never receive {}",
-                r.category,
-                r.id,
-                f.names(never)
-            ),
-        )
-        .with_cats(never)
+        Breach::new(Case::NeverReceive)
+            .arg(Arg::RecipientCategory, r.category)
+            .arg(Arg::Recipient, &r.id)
+            .arg(Arg::Categories, f.names(never))
+            .with_cats(never)
     });
     let not_necessary = (!unnecessary.is_empty()).then(|| {
         let conditional = unnecessary.intersect(
@@ -125,20 +115,17 @@ fn minimisation(f: &Facts<'_>) -> (Option<Breach>, Option<Breach>) {
                 .iter()
                 .fold(CatSet::EMPTY, |a, c| a.union(c.categories)),
         );
-        let mut detail = format!(
-            "{} not necessary for {} to {} `{}`",
-            f.names(unnecessary),
-            f.event.purpose,
-            r.category,
-            r.id
-        );
-        if !conditional.is_empty() {
-            detail.push_str(&format!(
-                " ({} allowed only under a condition that does not hold)",
-                f.names(conditional)
-            ));
-        }
-        Breach::new(RuleId::MinimisationNotNecessary, detail).with_cats(unnecessary)
+        let finding = if conditional.is_empty() {
+            Breach::new(Case::NotNecessary)
+        } else {
+            Breach::new(Case::NotNecessaryConditional).arg(Arg::Conditional, f.names(conditional))
+        };
+        finding
+            .arg(Arg::Categories, f.names(unnecessary))
+            .arg(Arg::Purpose, f.event.purpose)
+            .arg(Arg::RecipientCategory, r.category)
+            .arg(Arg::Recipient, &r.id)
+            .with_cats(unnecessary)
     });
     (prohibited, not_necessary)
 }
@@ -169,15 +156,10 @@ fn undeclared_pii(f: &Facts<'_>) -> Option<Breach> {
         .filter(|(i, _)| !i.undeclared.is_empty())
         .map(|(_, d)| d.field.as_str())
         .collect();
-    let mut finding = Breach::new(
-        RuleId::ContentUndeclaredPii,
-        format!(
-            "{} found in undeclared content of {}",
-            f.names(found),
-            fields.join(", ")
-        ),
-    )
-    .with_cats(found);
+    let mut finding = Breach::new(Case::UndeclaredPii)
+        .arg(Arg::Categories, f.names(found))
+        .arg(Arg::Fields, fields.join(", "))
+        .with_cats(found);
     finding.severity = severity.map(|s| {
         s.max(
             f.policy
@@ -230,15 +212,10 @@ fn sensitive_without_consent(f: &Facts<'_>) -> Option<Breach> {
         sensitive_sent(f).intersect(permitted(f)),
     );
     (!missing.is_empty()).then(|| {
-        Breach::new(
-            RuleId::SensitiveNoSeparateConsent,
-            format!(
-                "no separate consent naming `{}` covers {}",
-                e.recipient.id,
-                f.names(missing)
-            ),
-        )
-        .with_cats(missing)
+        Breach::new(Case::NoSeparateConsent)
+            .arg(Arg::Recipient, &e.recipient.id)
+            .arg(Arg::Categories, f.names(missing))
+            .with_cats(missing)
     })
 }
 
@@ -255,15 +232,10 @@ fn affiliate_sensitive(f: &Facts<'_>) -> Option<Breach> {
     }
     let missing = uncovered(f, ConsentScope::AffiliateSensitive, sensitive_sent(f));
     (!missing.is_empty()).then(|| {
-        Breach::new(
-            RuleId::AffiliateSensitiveWithoutReconsent,
-            format!(
-                "no affiliate_sensitive consent naming `{}` covers {}",
-                f.event.recipient.id,
-                f.names(missing)
-            ),
-        )
-        .with_cats(missing)
+        Breach::new(Case::NoAffiliateReconsent)
+            .arg(Arg::Recipient, &f.event.recipient.id)
+            .arg(Arg::Categories, f.names(missing))
+            .with_cats(missing)
     })
 }
 
@@ -277,15 +249,12 @@ fn unencrypted(f: &Facts<'_>) -> Option<Breach> {
                 && p.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"./-".contains(&b))
         };
-        let how = t
-            .protocol
-            .as_deref()
-            .filter(looks_like_protocol)
-            .map_or(String::new(), |p| format!(" over {p}"));
-        Breach::new(
-            RuleId::TransportUnencrypted,
-            format!("sent to `{}` unencrypted{how}", f.event.recipient.id),
-        )
-        .with_cats(f.cats)
+        let finding = match t.protocol.as_deref().filter(looks_like_protocol) {
+            Some(p) => Breach::new(Case::UnencryptedOver).arg(Arg::Protocol, p),
+            None => Breach::new(Case::Unencrypted),
+        };
+        finding
+            .arg(Arg::Recipient, &f.event.recipient.id)
+            .with_cats(f.cats)
     })
 }

@@ -21,7 +21,7 @@ pub mod volume;
 
 use crate::detect::{self, Hits};
 use crate::model::*;
-use crate::policy::{CatId, CatSet, Entry, Policy, Profile, RuleMeta};
+use crate::policy::{Arg, Case, CatId, CatSet, Detail, Entry, Lang, Policy, Profile, RuleMeta};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -30,7 +30,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Breach {
     pub rule: RuleId,
-    pub detail: String,
+    /// The case and its values; the policy's templates say it in words.
+    pub detail: Detail,
     /// The offending categories (their fields are listed in the violation).
     pub cats: CatSet,
     /// A severity the rule's parameters impose (bulk and PII escalations).
@@ -38,13 +39,19 @@ pub struct Breach {
 }
 
 impl Breach {
-    fn new(rule: RuleId, detail: impl Into<String>) -> Breach {
+    fn new(case: Case) -> Breach {
         Breach {
-            rule,
-            detail: detail.into(),
+            rule: case.rule(),
+            detail: Detail::new(case),
             cats: CatSet::EMPTY,
             severity: None,
         }
+    }
+
+    /// Supplies a value the detail may quote.
+    fn arg(mut self, arg: Arg, value: impl std::fmt::Display) -> Breach {
+        self.detail = self.detail.arg(arg, value);
+        self
     }
 
     fn with_cats(mut self, cats: CatSet) -> Breach {
@@ -276,8 +283,10 @@ impl Engine {
             } else if volume::rate_limit(&policy, &event.recipient.id, event.recipient.category)
                 .is_some()
             {
-                let f = Breach::new(RuleId::VolumeRecipientRate, String::new());
-                verdict.rate_candidate = Some(build(&self.hmac, &facts, meta, &f, ctx));
+                // Its detail is written when the cluster stage decides it (`decide_rate`).
+                let f = Breach::new(Case::RateOverLimit);
+                let words = [String::new(), String::new()];
+                verdict.rate_candidate = Some(build(&self.hmac, &facts, meta, &f, words, ctx));
             }
         }
 
@@ -285,7 +294,8 @@ impl Engine {
             let Some(meta) = policy.rule(f.rule) else {
                 continue;
             };
-            let v = build(&self.hmac, &facts, meta, &f, ctx);
+            let words = Lang::ALL.map(|lang| policy.texts.render(&f.detail, lang));
+            let v = build(&self.hmac, &facts, meta, &f, words, ctx);
             match exception(&policy, &v, f.cats, ctx.detected_at) {
                 Some(Mode::Enforce) => verdict.suppressed.push(Suppressed {
                     rule: f.rule,
@@ -391,6 +401,7 @@ fn build(
     facts: &Facts<'_>,
     meta: &RuleMeta,
     f: &Breach,
+    [detail, detail_zh]: [String; 2],
     ctx: &AuditContext,
 ) -> Violation {
     let e = facts.event;
@@ -406,7 +417,9 @@ fn build(
         clause: meta.clause.clone(),
         severity,
         title: meta.title.clone(),
-        detail: f.detail.clone(),
+        title_zh: meta.title_zh.clone(),
+        detail,
+        detail_zh,
         event_id: e.event_id.to_string(),
         occurred_at: e.occurred_at,
         detected_at: ctx.detected_at,
@@ -440,13 +453,19 @@ pub fn decide_rate(
     detected_at: Timestamp,
 ) -> Verdict {
     let limit = volume::rate_limit(policy, &v.recipient_id, v.recipient_category).unwrap_or(0);
-    v.detail = volume::rate_detail(
+    let detail = volume::rate_detail(
         count,
         v.recipient_category,
         &v.recipient_id,
         policy.params.rate_window_millis,
         limit,
     );
+    v.detail = policy.texts.render(&detail, Lang::En);
+    v.detail_zh = policy.texts.render(&detail, Lang::Zh);
+    if let Some(meta) = policy.rule(RuleId::VolumeRecipientRate) {
+        v.title.clone_from(&meta.title);
+        v.title_zh.clone_from(&meta.title_zh);
+    }
     v.detected_at = detected_at;
     let mut verdict = Verdict::default();
     match exception(policy, &v, CatSet::EMPTY, detected_at) {

@@ -2,7 +2,7 @@
 
 use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{RecipientCategory, RuleId};
-use crate::policy::flag_name;
+use crate::policy::{Arg, Case, flag_name};
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
@@ -23,10 +23,9 @@ pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
 fn unregistered(f: &Facts<'_>) -> Option<Breach> {
     let r = &f.event.recipient;
     (f.entry.is_none() && !f.policy.is_open(r.category)).then(|| {
-        Breach::new(
-            RuleId::RecipientUnregistered,
-            format!("{} `{}` is not in the recipient registry", r.category, r.id),
-        )
+        Breach::new(Case::Unregistered)
+            .arg(Arg::RecipientCategory, r.category)
+            .arg(Arg::Recipient, &r.id)
     })
 }
 
@@ -37,13 +36,12 @@ fn category_mismatch(f: &Facts<'_>) -> Option<Breach> {
     let entry = f.entry?;
     let r = &f.event.recipient;
     if entry.category != r.category {
-        return Some(Breach::new(
-            RuleId::RecipientCategoryMismatch,
-            format!(
-                "`{}` is registered as {} but the event sends to it as {}",
-                r.id, entry.category, r.category
-            ),
-        ));
+        return Some(
+            Breach::new(Case::RegisteredAsOther)
+                .arg(Arg::Recipient, &r.id)
+                .arg(Arg::RegisteredCategory, entry.category)
+                .arg(Arg::RecipientCategory, r.category),
+        );
     }
     let missing: Vec<&str> = f
         .policy
@@ -54,45 +52,25 @@ fn category_mismatch(f: &Facts<'_>) -> Option<Breach> {
         .map(|fl| flag_name(*fl))
         .collect();
     (!missing.is_empty()).then(|| {
-        Breach::new(
-            RuleId::RecipientCategoryMismatch,
-            format!(
-                "{} `{}` is not {}",
-                entry.category,
-                r.id,
-                missing.join(", ")
-            ),
-        )
+        Breach::new(Case::LacksStatus)
+            .arg(Arg::RecipientCategory, entry.category)
+            .arg(Arg::Recipient, &r.id)
+            .arg(Arg::Missing, missing.join(", "))
     })
 }
 
 /// 4.1, 9.2 c: a kind of recipient the policy does not declare is a change
 /// of "个人信息共享、转让或公开披露的主要对象".
 fn undeclared_category(f: &Facts<'_>) -> Option<Breach> {
-    (f.event.recipient.category == RecipientCategory::Other).then(|| {
-        Breach::new(
-            RuleId::RecipientUndeclaredCategory,
-            format!(
-                "recipient `{}` is of category other, which the policy does not declare",
-                f.event.recipient.id
-            ),
-        )
-    })
+    (f.event.recipient.category == RecipientCategory::Other)
+        .then(|| Breach::new(Case::OtherCategory).arg(Arg::Recipient, &f.event.recipient.id))
 }
 
 /// 4.1 i: third-party SDKs are those of the published SDK list.
 fn sdk_unlisted(f: &Facts<'_>) -> Option<Breach> {
     let entry = f.entry?;
     (entry.category == RecipientCategory::ThirdPartySdk && entry.published_sdk_list != Some(true))
-        .then(|| {
-            Breach::new(
-                RuleId::SdkUnlisted,
-                format!(
-                    "SDK `{}` is not on the published SDK list",
-                    f.event.recipient.id
-                ),
-            )
-        })
+        .then(|| Breach::new(Case::SdkUnlisted).arg(Arg::Recipient, &f.event.recipient.id))
 }
 
 /// 4.1 h, 4.1 e: partners and merchants' providers are bound by a data
@@ -114,13 +92,9 @@ fn no_agreement(f: &Facts<'_>) -> Option<Breach> {
         .as_deref()
         .is_some_and(|a| !a.trim().is_empty());
     (!registered && !on_event).then(|| {
-        Breach::new(
-            RuleId::PartnerNoAgreement,
-            format!(
-                "{} `{}` has no data protection agreement in the registry and the event names none",
-                r.category, r.id
-            ),
-        )
+        Breach::new(Case::NoAgreement)
+            .arg(Arg::RecipientCategory, r.category)
+            .arg(Arg::Recipient, &r.id)
     })
 }
 
@@ -129,45 +103,38 @@ fn no_agreement(f: &Facts<'_>) -> Option<Breach> {
 fn foreign_order(f: &Facts<'_>) -> Option<Breach> {
     let r = &f.event.recipient;
     let order_merchant = f.event.order.as_ref().map(|o| o.merchant_id.as_str());
-    let detail = match r.category {
+    let breach = |case| Breach::new(case).arg(Arg::Recipient, &r.id);
+    match r.category {
         RecipientCategory::Merchant => match order_merchant {
-            None => format!("merchant `{}` receives data with no order", r.id),
-            Some(m) if m != r.id => {
-                format!("merchant `{}` is not the order's merchant `{m}`", r.id)
-            }
-            Some(_) => return None,
+            None => Some(breach(Case::MerchantNoOrder)),
+            Some(m) if m != r.id => Some(breach(Case::MerchantOther).arg(Arg::Merchant, m)),
+            Some(_) => None,
         },
         RecipientCategory::MerchantServiceProvider => {
             let Some(m) = order_merchant else {
-                return Some(Breach::new(
-                    RuleId::MerchantForeignOrder,
-                    format!(
-                        "merchant service provider `{}` receives data with no order",
-                        r.id
-                    ),
-                ));
+                return Some(breach(Case::ProviderNoOrder));
             };
             let acting = r.acting_for_merchant.as_deref();
             let entrusted = f.entry.and_then(|e| e.entrusted_by.as_deref());
-            if acting != Some(m) {
-                format!(
-                    "`{}` acts for merchant `{}`, not the order's merchant `{m}`",
-                    r.id,
-                    acting.unwrap_or("(none)")
-                )
+            let finding = if acting != Some(m) {
+                match acting {
+                    Some(other) => breach(Case::ProviderActsForOther).arg(Arg::ActingFor, other),
+                    None => breach(Case::ProviderActsForNone),
+                }
             } else if f.entry.is_some() && entrusted != Some(m) {
-                format!(
-                    "`{}` is entrusted by `{}` in the registry, not by the order's merchant `{m}`",
-                    r.id,
-                    entrusted.unwrap_or("(none)")
-                )
+                match entrusted {
+                    Some(other) => {
+                        breach(Case::ProviderEntrustedByOther).arg(Arg::EntrustedBy, other)
+                    }
+                    None => breach(Case::ProviderEntrustedByNone),
+                }
             } else {
                 return None;
-            }
+            };
+            Some(finding.arg(Arg::Merchant, m))
         }
-        _ => return None,
-    };
-    Some(Breach::new(RuleId::MerchantForeignOrder, detail))
+        _ => None,
+    }
 }
 
 /// 6.2, 6.3: "您的个人信息将全部被存储于中华人民共和国境内。目前我们不存在向境外提供个人信息的场景".
@@ -178,22 +145,18 @@ fn cross_border(f: &Facts<'_>) -> Option<Breach> {
     let abroad = |region: &str| !home.iter().any(|h| h == region);
     if abroad(&r.region) {
         return Some(
-            Breach::new(
-                RuleId::CrossBorderProhibited,
-                format!("data lands in {} (recipient `{}`)", r.region, r.id),
-            )
-            .with_cats(f.cats),
+            Breach::new(Case::AbroadRegion)
+                .arg(Arg::Region, &r.region)
+                .arg(Arg::Recipient, &r.id)
+                .with_cats(f.cats),
         );
     }
     let entry = f.entry?;
     abroad(&entry.region).then(|| {
-        Breach::new(
-            RuleId::CrossBorderProhibited,
-            format!(
-                "recipient `{}` is registered in {} though the event says {}",
-                r.id, entry.region, r.region
-            ),
-        )
-        .with_cats(f.cats)
+        Breach::new(Case::AbroadRegistered)
+            .arg(Arg::Recipient, &r.id)
+            .arg(Arg::RegisteredRegion, &entry.region)
+            .arg(Arg::Region, &r.region)
+            .with_cats(f.cats)
     })
 }

@@ -3,7 +3,7 @@
 
 use super::{Breach, Facts, Rule, run_rules};
 use crate::model::{AccountStatus, ConsentState, DataSharingEvent, Date, Purpose, RuleId};
-use crate::policy::Policy;
+use crate::policy::{Arg, Case, Policy};
 
 pub(super) fn check(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let rules: &[(RuleId, Rule)] = &[
@@ -44,20 +44,18 @@ fn withdrawn(f: &Facts<'_>) -> Option<Breach> {
     if !f.policy.params.withdrawn_bases.contains(e.legal_basis) {
         return None;
     }
-    let detail = if s.consent_withdrawn {
-        format!(
-            "the user withdrew all consent to sharing; shared on {}",
-            e.legal_basis
-        )
+    let finding = if s.consent_withdrawn {
+        Breach::new(Case::WithdrewAll)
     } else if s.withdrawn_purposes.contains(&e.purpose) {
-        format!(
-            "the user withdrew consent for {}; shared for it on {}",
-            e.purpose, e.legal_basis
-        )
+        Breach::new(Case::WithdrewPurpose).arg(Arg::Purpose, e.purpose)
     } else {
         return None;
     };
-    Some(Breach::new(RuleId::ConsentWithdrawn, detail).with_cats(f.cats))
+    Some(
+        finding
+            .arg(Arg::LegalBasis, e.legal_basis)
+            .with_cats(f.cats),
+    )
 }
 
 /// 7.4.2: after cancellation "删除或匿名化处理该账号项下您的个人信息，除非法律法规另有规定".
@@ -70,34 +68,23 @@ fn cancelled(f: &Facts<'_>) -> Option<Breach> {
             .cancelled_exempt_bases
             .contains(f.event.legal_basis))
     .then(|| {
-        Breach::new(
-            RuleId::AccountCancelled,
-            format!(
-                "the account was cancelled; shared on {}",
-                f.event.legal_basis
-            ),
-        )
-        .with_cats(f.cats)
+        Breach::new(Case::Cancelled)
+            .arg(Arg::LegalBasis, f.event.legal_basis)
+            .with_cats(f.cats)
     })
 }
 
 /// 2.3.3, 2.3.4 e, f: the user manages personalised ads and recommendations.
 fn opted_out(f: &Facts<'_>) -> Option<Breach> {
     let s = f.state?;
-    let which = match f.event.purpose {
-        Purpose::Advertising if s.personalized_ads_opt_out => "personalised advertising",
+    let case = match f.event.purpose {
+        Purpose::Advertising if s.personalized_ads_opt_out => Case::OptedOutAds,
         Purpose::PersonalizedRecommendation if s.personalized_recommendation_opt_out => {
-            "personalised recommendation"
+            Case::OptedOutRecommendation
         }
         _ => return None,
     };
-    Some(
-        Breach::new(
-            RuleId::PersonalizationOptedOut,
-            format!("the user opted out of {which}"),
-        )
-        .with_cats(f.cats),
-    )
+    Some(Breach::new(case).with_cats(f.cats))
 }
 
 /// 8 (PIPL 31): "若您是14周岁以下的未成年人……应事先取得您的监护人的同意".
@@ -113,19 +100,14 @@ fn minor(f: &Facts<'_>) -> Option<Breach> {
         return None;
     }
     let by = if e.subject.age.is_some() {
-        "subject.age"
+        Case::MinorByAge
     } else {
-        "the consent state's birth_date"
+        Case::MinorByBirthDate
     };
     Some(
-        Breach::new(
-            RuleId::MinorNoGuardianConsent,
-            format!(
-                "the subject is {} or younger (by {by}) and no guardian consent is recorded",
-                f.policy.settings.minor_max_age
-            ),
-        )
-        .with_cats(f.cats),
+        Breach::new(by)
+            .arg(Arg::MaxAge, f.policy.settings.minor_max_age)
+            .with_cats(f.cats),
     )
 }
 
@@ -133,13 +115,5 @@ fn minor(f: &Facts<'_>) -> Option<Breach> {
 fn third_party(f: &Facts<'_>) -> Option<Breach> {
     let s = &f.event.subject;
     (f.policy.params.third_party_roles.contains(s.role) && s.third_party_authorized == Some(false))
-        .then(|| {
-            Breach::new(
-                RuleId::SubjectThirdPartyUnauthorized,
-                format!(
-                    "data of the {} shared though the buyer did not confirm their authorisation",
-                    s.role
-                ),
-            )
-        })
+        .then(|| Breach::new(Case::ThirdPartyUnauthorized).arg(Arg::Role, s.role))
 }

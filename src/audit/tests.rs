@@ -132,6 +132,34 @@ fn no_personal_value_of_the_event_appears_in_any_violation() {
 }
 
 #[test]
+fn every_violation_speaks_both_languages_and_quotes_the_same_ids_in_each() {
+    let e = event(serde_json::json!({
+        "subject": {"user_id": "u-1", "age": 9},
+        "recipient": {"id": "overseas-analytics", "category": "authorized_partner", "region": "US"},
+        "purpose": "marketing", "legal_basis": "none",
+        "data": [
+            {"field": "buyer_memo", "category": null, "value": "身份证 11010519491231002X"},
+            {"field": "access_token", "category": null, "value": "tok-abcdef-secret"}
+        ],
+        "record_count": 7000, "transport": {"encrypted": false, "protocol": "HTTP"}
+    }));
+    let v = audit(&e);
+    assert!(v.violations.len() >= 8, "{:?}", rules(&v));
+    let p = policy();
+    for x in &v.violations {
+        let meta = p.rule(x.rule_id.parse().unwrap()).unwrap();
+        assert_eq!((&x.title, &x.title_zh), (&meta.title, &meta.title_zh));
+        let cjk = |s: &str| s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c));
+        assert!(cjk(&x.title_zh) && cjk(&x.detail_zh), "{x:?}");
+        assert!(!cjk(&x.detail), "{x:?}");
+        // Every `id` the English detail quotes, the Chinese quotes too.
+        for id in x.detail.split('`').skip(1).step_by(2) {
+            assert!(x.detail_zh.contains(&format!("`{id}`")), "{id}: {x:?}");
+        }
+    }
+}
+
+#[test]
 fn severities_go_up_with_sensitive_data_and_bulk_and_escalate_by_parameters() {
     let plain = audit(&event(
         serde_json::json!({"transport": {"encrypted": false}}),

@@ -2,7 +2,7 @@
 
 use super::{Breach, Facts};
 use crate::model::{RecipientCategory, RuleId, Severity};
-use crate::policy::Policy;
+use crate::policy::{Arg, Case, Detail, Policy};
 use rustc_hash::{FxHashMap, FxHasher};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -20,14 +20,12 @@ pub(super) fn check_bulk(f: &Facts<'_>, out: &mut Vec<Breach>) {
     let critical =
         n >= p.bulk_critical_from || (n >= p.bulk_critical_with_count && !risky.is_empty());
     let limit = f.profile.bulk_limit.unwrap_or(i64::MAX);
-    let mut finding = Breach::new(
-        RuleId::VolumeBulkTransfer,
-        format!(
-            "{n} records in one event to {} `{}` (limit {limit})",
-            f.event.recipient.category, f.event.recipient.id
-        ),
-    )
-    .with_cats(if critical { risky } else { Default::default() });
+    let mut finding = Breach::new(Case::BulkOverLimit)
+        .arg(Arg::Count, n)
+        .arg(Arg::RecipientCategory, f.event.recipient.category)
+        .arg(Arg::Recipient, &f.event.recipient.id)
+        .arg(Arg::Limit, limit)
+        .with_cats(if critical { risky } else { Default::default() });
     if critical {
         finding.severity = Some(Severity::Critical);
     }
@@ -51,11 +49,13 @@ pub fn rate_detail(
     recipient: &str,
     window_ms: i64,
     limit: u64,
-) -> String {
-    format!(
-        "{count} distinct subjects to {category} `{recipient}` within {} s (limit {limit})",
-        window_ms / 1000
-    )
+) -> Detail {
+    Detail::new(Case::RateOverLimit)
+        .arg(Arg::Count, count)
+        .arg(Arg::RecipientCategory, category)
+        .arg(Arg::Recipient, recipient)
+        .arg(Arg::WindowSeconds, window_ms / 1000)
+        .arg(Arg::Limit, limit)
 }
 
 /// A subject's identity in the windows: 64 bits of a hash of its id (the
@@ -100,10 +100,10 @@ impl RateWindows {
         let window = f.policy.params.rate_window_millis;
         let key = subject_key(&f.event.subject.user_id);
         let count = self.observe(&r.id, key, f.event.occurred_at.millis(), limit, window)?;
-        Some(Breach::new(
-            RuleId::VolumeRecipientRate,
-            rate_detail(count, r.category, &r.id, window, limit),
-        ))
+        Some(Breach {
+            detail: rate_detail(count, r.category, &r.id, window, limit),
+            ..Breach::new(Case::RateOverLimit)
+        })
     }
 
     /// Counts `subject` for `recipient` at `t`. `Some(count)` when this

@@ -239,7 +239,9 @@ pub fn violation_to_value(v: &Violation) -> Value {
         ("clause", string(&v.clause)),
         ("severity", enum_value(v.severity)),
         ("title", string(&v.title)),
+        ("title_zh", string(&v.title_zh)),
         ("detail", string(&v.detail)),
+        ("detail_zh", string(&v.detail_zh)),
         ("event_id", string(&v.event_id)),
         (
             "occurred_at",
@@ -638,6 +640,43 @@ mod tests {
         assert_eq!(
             decode_violation(&encode_violation(&offline).unwrap(), None).unwrap(),
             offline
+        );
+    }
+
+    #[test]
+    fn violations_in_both_languages_and_readers_of_the_first_schema_understand_each_other() {
+        const V1: &str = include_str!("../../tests/fixtures/Violation-v1.avsc");
+        let v1 = Schema::parse_str(V1).unwrap();
+        let ours = &schemas().unwrap().violation;
+        let full: Violation = serde_json::from_str(VIOLATION).unwrap();
+        assert!(!full.title_zh.is_empty() && !full.detail_zh.is_empty());
+        // An old reader of a new violation: both Chinese fields skipped.
+        let new_bytes = encode_violation(&full).unwrap();
+        let old_read = from_avro_datum(ours, &mut &new_bytes[..], Some(&v1)).unwrap();
+        let Value::Record(fields) = &old_read else {
+            panic!("{old_read:?}")
+        };
+        assert!(fields.iter().all(|(k, _)| !k.ends_with("_zh")));
+        assert!(fields.contains(&("title".to_owned(), Value::String(full.title.clone()))));
+        // A new reader of an old violation: the Chinese fields empty.
+        let Value::Record(mut old_fields) = violation_to_value(&full) else {
+            panic!()
+        };
+        old_fields.retain(|(k, _)| !k.ends_with("_zh"));
+        let old_bytes = to_avro_datum(&v1, Value::Record(old_fields)).unwrap();
+        let read = decode_violation(&old_bytes, Some(&v1)).unwrap();
+        let mut expected = full.clone();
+        expected.title_zh.clear();
+        expected.detail_zh.clear();
+        assert_eq!(read, expected);
+        // And JSON of the first version: the same.
+        let mut old_json: serde_json::Value = serde_json::from_str(VIOLATION).unwrap();
+        let obj = old_json.as_object_mut().unwrap();
+        obj.remove("title_zh");
+        obj.remove("detail_zh");
+        assert_eq!(
+            serde_json::from_value::<Violation>(old_json).unwrap(),
+            expected
         );
     }
 

@@ -145,6 +145,7 @@ pub fn explain(rule: &str, policy: Option<&Path>) -> Result<i32> {
         return Ok(FOUND);
     };
     println!("{id}: {}", m.title);
+    println!("  标题      {}", m.title_zh);
     println!(
         "  clause    {} of {} ({})",
         m.clause, p.document_title, p.document_dated

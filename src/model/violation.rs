@@ -12,7 +12,14 @@ pub struct Violation {
     pub clause: String,
     pub severity: Severity,
     pub title: String,
+    /// The title in Chinese. Added after the first release: a violation
+    /// written before it reads as empty.
+    #[serde(default)]
+    pub title_zh: String,
     pub detail: String,
+    /// The detail in Chinese (same values, quoted as identifiers).
+    #[serde(default)]
+    pub detail_zh: String,
     pub event_id: String,
     pub occurred_at: Timestamp,
     pub detected_at: Timestamp,

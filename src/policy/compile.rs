@@ -3,6 +3,7 @@
 use super::file::{self, OrderFlag, PolicyFile, RegistryFlag};
 use super::positions::Positions;
 use super::taxonomy::{CatId, CatSet, Taxonomy};
+use super::text::{Case, Lang, Template, Texts};
 use super::{Finding, Level, Loaded, PolicyError};
 use crate::model::event::is_region_code;
 use crate::model::{
@@ -11,6 +12,8 @@ use crate::model::{
 use chrono::NaiveDate;
 use rustc_hash::{FxHashMap, FxHashSet};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// A compiled policy: everything the engine needs, in the form it needs it.
 #[derive(Debug)]
@@ -28,6 +31,8 @@ pub struct Policy {
     pub rules: Vec<Option<RuleMeta>>,
     pub params: Params,
     pub exceptions: Vec<Exception>,
+    /// Every detail case's templates, in English and Chinese.
+    pub texts: Texts,
 }
 
 #[derive(Debug)]
@@ -179,6 +184,7 @@ pub struct RuleMeta {
     pub clause: String,
     pub quote: String,
     pub title: String,
+    pub title_zh: String,
     pub severity: Severity,
     pub raise: bool,
     pub enabled: bool,
@@ -608,7 +614,8 @@ fn compile(raw: &PolicyFile, text: &str, now: Timestamp, ck: &mut Check<'_>) -> 
         );
     }
 
-    let (rules, params) = compile_rules(&raw.rules, &tax, ck);
+    let (mut rules, params) = compile_rules(&raw.rules, &tax, ck);
+    let texts = compile_texts(&raw.rules, &mut rules, ck);
     let exceptions =
         compile_exceptions(&raw.exceptions, &tax, settings.utc_offset_minutes, now, ck);
 
@@ -624,6 +631,7 @@ fn compile(raw: &PolicyFile, text: &str, now: Timestamp, ck: &mut Check<'_>) -> 
         rules,
         params,
         exceptions,
+        texts,
     }
 }
 
@@ -632,12 +640,173 @@ fn meta<P>(r: &file::Rule<P>) -> RuleMeta {
         clause: r.clause.clone(),
         quote: r.quote.clone(),
         title: r.title.clone(),
+        // Filled by `compile_texts`.
+        title_zh: String::new(),
         severity: r.severity,
         raise: r.raise,
         enabled: r.enabled,
         mode: r.mode,
         example: r.example.clone(),
     }
+}
+
+/// A rule's words as its policy file writes them.
+struct Words<'a> {
+    title: &'a str,
+    title_zh: Option<&'a str>,
+    detail: &'a BTreeMap<String, file::DetailText>,
+}
+
+/// The words of every rule the file configures, indexed by `RuleId::index()`.
+fn words(r: &file::Rules) -> Vec<Option<Words<'_>>> {
+    let mut out: Vec<Option<Words<'_>>> = (0..RuleId::ALL.len()).map(|_| None).collect();
+    macro_rules! take {
+        ($($field:ident => $id:ident),+ $(,)?) => {
+            $(if let Some(rule) = &r.$field {
+                out[RuleId::$id.index()] = Some(Words {
+                    title: &rule.title,
+                    title_zh: rule.title_zh.as_deref(),
+                    detail: &rule.detail,
+                });
+            })+
+        };
+    }
+    take! {
+        recipient_unregistered => RecipientUnregistered,
+        recipient_category_mismatch => RecipientCategoryMismatch,
+        recipient_undeclared_category => RecipientUndeclaredCategory,
+        sdk_unlisted => SdkUnlisted,
+        partner_no_agreement => PartnerNoAgreement,
+        legal_basis_invalid => LegalBasisInvalid,
+        purpose_undeclared => PurposeUndeclared,
+        minimisation_prohibited => MinimisationProhibited,
+        minimisation_not_necessary => MinimisationNotNecessary,
+        credentials_shared => CredentialsShared,
+        sensitive_no_separate_consent => SensitiveNoSeparateConsent,
+        affiliate_sensitive_without_reconsent => AffiliateSensitiveWithoutReconsent,
+        merchant_foreign_order => MerchantForeignOrder,
+        content_undeclared_pii => ContentUndeclaredPii,
+        transport_unencrypted => TransportUnencrypted,
+        cross_border_prohibited => CrossBorderProhibited,
+        consent_withdrawn => ConsentWithdrawn,
+        account_cancelled => AccountCancelled,
+        personalization_opted_out => PersonalizationOptedOut,
+        minor_no_guardian_consent => MinorNoGuardianConsent,
+        subject_third_party_unauthorized => SubjectThirdPartyUnauthorized,
+        disclosure_without_consent => DisclosureWithoutConsent,
+        disclosure_legal_without_document => DisclosureLegalWithoutDocument,
+        disclosure_files_not_encrypted => DisclosureFilesNotEncrypted,
+        volume_bulk_transfer => VolumeBulkTransfer,
+        volume_recipient_rate => VolumeRecipientRate,
+    }
+    out
+}
+
+/// The shipped policy's words, which a policy file's missing ones default to.
+struct Shipped {
+    /// By `RuleId::index()`.
+    title_zh: Vec<String>,
+    /// By `Case`, then `Lang`.
+    detail: Vec<[String; 2]>,
+}
+
+fn shipped() -> &'static Shipped {
+    static SHIPPED: OnceLock<Shipped> = OnceLock::new();
+    SHIPPED.get_or_init(|| {
+        // A test loads the shipped policy with no finding: it parses, and
+        // has every title and template.
+        let raw: PolicyFile =
+            serde_norway::from_str(super::DEFAULT_POLICY).expect("the shipped policy parses");
+        let words = words(&raw.rules);
+        let of = |id: RuleId| words[id.index()].as_ref();
+        Shipped {
+            title_zh: RuleId::ALL
+                .iter()
+                .map(|id| {
+                    of(*id)
+                        .and_then(|w| w.title_zh.or(Some(w.title)))
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect(),
+            detail: Case::ALL
+                .iter()
+                .map(|case| {
+                    Lang::ALL.map(|lang| {
+                        of(case.rule())
+                            .and_then(|w| w.detail.get(case.name()))
+                            .and_then(|t| lang_text(t, lang))
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
+                })
+                .collect(),
+        }
+    })
+}
+
+fn lang_text(t: &file::DetailText, lang: Lang) -> Option<&str> {
+    match lang {
+        Lang::En => t.en.as_deref(),
+        Lang::Zh => t.zh.as_deref(),
+    }
+}
+
+/// Each rule's Chinese title and every case's templates: the file's where it
+/// writes them, else the shipped policy's. A case the rule does not have,
+/// or a template naming a value its case does not supply, is an error.
+fn compile_texts(r: &file::Rules, rules: &mut [Option<RuleMeta>], ck: &mut Check<'_>) -> Texts {
+    let words = words(r);
+    let shipped = shipped();
+    for id in RuleId::ALL {
+        let Some(w) = &words[id.index()] else {
+            continue;
+        };
+        if let Some(meta) = &mut rules[id.index()] {
+            meta.title_zh = w
+                .title_zh
+                .map_or_else(|| shipped.title_zh[id.index()].clone(), str::to_owned);
+        }
+        for name in w.detail.keys() {
+            if !Case::of(*id).any(|c| c.name() == name) {
+                let cases: Vec<&str> = Case::of(*id).map(Case::name).collect();
+                ck.error(
+                    &format!("/rules/{id}/detail/{name}"),
+                    format!(
+                        "`{id}` has no detail case `{name}`; its cases are {}",
+                        cases.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let details = Case::ALL
+        .iter()
+        .map(|case| {
+            let written = words[case.rule().index()]
+                .as_ref()
+                .and_then(|w| w.detail.get(case.name()));
+            Lang::ALL.map(|lang| {
+                let own = written.and_then(|t| lang_text(t, lang));
+                let text = own.unwrap_or(&shipped.detail[*case as usize][lang as usize]);
+                Template::parse(text, *case).unwrap_or_else(|e| {
+                    let path = if own.is_some() {
+                        format!(
+                            "/rules/{}/detail/{}/{}",
+                            case.rule(),
+                            case.name(),
+                            lang.key()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    ck.error(&path, format!("detail template: {e}"));
+                    Template::parse("?", *case).expect("a plain template")
+                })
+            })
+        })
+        .collect();
+    Texts::new(details)
 }
 
 fn compile_rules(

@@ -226,6 +226,13 @@ pub struct Rule<P = NoParams> {
     pub quote: String,
     /// One line a person reads in a pager.
     pub title: String,
+    /// The title in Chinese; the shipped policy's when left out.
+    #[serde(default)]
+    pub title_zh: Option<String>,
+    /// Detail case -> its templates (`policy::text`); a case or a language
+    /// left out takes the shipped policy's.
+    #[serde(default)]
+    pub detail: BTreeMap<String, DetailText>,
     pub severity: Severity,
     /// "up" in rules.md: one level higher with sensitive data or bulk volume.
     #[serde(default)]
@@ -244,6 +251,16 @@ pub struct Rule<P = NoParams> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
+
+/// One detail case in both languages: `{en: "...", zh: "..."}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailText {
+    #[serde(default)]
+    pub en: Option<String>,
+    #[serde(default)]
+    pub zh: Option<String>,
+}
 
 fn yes() -> bool {
     true

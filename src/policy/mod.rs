@@ -12,9 +12,11 @@ mod compile;
 pub mod file;
 pub mod positions;
 pub mod taxonomy;
+pub mod text;
 
 pub use compile::*;
 pub use taxonomy::{CatId, CatSet, Taxonomy};
+pub use text::{Arg, Case, Detail, Lang};
 
 use crate::model::Timestamp;
 use std::fmt;
@@ -282,6 +284,104 @@ mod tests {
                 .policy
                 .rule(RuleId::PersonalizationOptedOut)
                 .is_none()
+        );
+    }
+
+    fn line_of(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn the_shipped_policy_writes_every_title_and_detail_in_both_languages() {
+        let raw: serde_json::Value = serde_norway::from_str(DEFAULT_POLICY).unwrap();
+        for case in Case::ALL {
+            let rule = &raw["rules"][case.rule().as_str()];
+            assert!(
+                rule["title_zh"].as_str().is_some_and(|t| !t.is_empty()),
+                "{} has no title_zh",
+                case.rule()
+            );
+            let mut quoted = Vec::new();
+            for lang in Lang::ALL {
+                let text = rule["detail"][case.name()][lang.key()]
+                    .as_str()
+                    .unwrap_or_else(|| {
+                        panic!("{} {} has no {}", case.rule(), case.name(), lang.key())
+                    });
+                let t = text::Template::parse(text, *case).unwrap();
+                quoted.push(t.args());
+            }
+            // Both languages quote the same values, every one the case supplies.
+            assert_eq!(quoted[0], quoted[1], "{} {}", case.rule(), case.name());
+            let mut supplied = case.args().to_vec();
+            supplied.sort_unstable();
+            assert_eq!(quoted[0], supplied, "{} {}", case.rule(), case.name());
+        }
+    }
+
+    #[test]
+    fn a_detail_template_is_checked_against_its_case_with_line_and_column() {
+        let text = DEFAULT_POLICY.replace(
+            r#"zh: "数据流向 {region}（接收方 `{recipient}`）""#,
+            r#"zh: "数据流向 {region}（用户 {user_id}）""#,
+        );
+        let err = refused(&text);
+        let f = err.errors().next().unwrap();
+        assert_eq!(f.path, "/rules/cross_border.prohibited/detail/region/zh");
+        assert_eq!(f.line, line_of(&text, "{user_id}"), "{err}");
+        assert!(
+            f.message.contains("`{user_id}`") && f.message.contains("{region}, {recipient}"),
+            "{err}"
+        );
+
+        let text = DEFAULT_POLICY.replacen(
+            "      registered_region:\n",
+            "      registered_regions:\n",
+            1,
+        );
+        let err = refused(&text);
+        let f = err.errors().next().unwrap();
+        assert_eq!(f.line, line_of(&text, "registered_regions:"), "{err}");
+        assert!(
+            f.message.contains("no detail case `registered_regions`")
+                && f.message.contains("region, registered_region"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn words_left_out_are_the_shipped_ones_and_written_ones_win() {
+        let shipped = load_default(now()).unwrap().policy;
+        // No title_zh, no detail at all for consent.withdrawn; only the
+        // Chinese of one case for cross_border.prohibited.
+        let start = DEFAULT_POLICY.find("  consent.withdrawn:\n").unwrap();
+        let rule = &DEFAULT_POLICY[start..];
+        let end = start + rule.find("    severity:").unwrap();
+        let title_end = start + rule.find("    title_zh:").unwrap();
+        let text = format!("{}{}", &DEFAULT_POLICY[..title_end], &DEFAULT_POLICY[end..]).replace(
+            r#"zh: "数据流向 {region}（接收方 `{recipient}`）""#,
+            r#"zh: "境外：{region}""#,
+        );
+        assert!(!text.contains("用户已撤回对共享的全部同意"));
+        let loaded = load(&text, "p.yaml", now()).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let p = loaded.policy;
+        let id = RuleId::ConsentWithdrawn;
+        assert_eq!(
+            p.rule(id).unwrap().title_zh,
+            shipped.rule(id).unwrap().title_zh
+        );
+        let d = Detail::new(Case::WithdrewAll).arg(Arg::LegalBasis, "consent");
+        for lang in Lang::ALL {
+            assert_eq!(p.texts.render(&d, lang), shipped.texts.render(&d, lang));
+        }
+        let d = Detail::new(Case::AbroadRegion)
+            .arg(Arg::Region, "US")
+            .arg(Arg::Recipient, "ov");
+        assert_eq!(p.texts.render(&d, Lang::Zh), "境外：US");
+        assert_eq!(
+            p.texts.render(&d, Lang::En),
+            shipped.texts.render(&d, Lang::En)
         );
     }
 }

@@ -210,7 +210,7 @@ pub fn html(s: &Summary) -> String {
         let class = if c.violations > 0 { "bad" } else { "ok" };
         let _ = writeln!(
             h,
-            "<tr><td>{}<br><code data-figure=\"{p}.rule_id\">{}</code>{}</td><td><span class=\"quote\">“{}”</span><br><span class=\"en\">{}</span></td><td class=\"n {class}\">{}</td><td>{sev}</td><td>{examples}</td></tr>",
+            "<tr><td>{}<br><code data-figure=\"{p}.rule_id\">{}</code>{}</td><td><b>{}</b><br><span class=\"quote\">“{}”</span><br><span class=\"en\">{}</span></td><td class=\"n {class}\">{}</td><td>{sev}</td><td>{examples}</td></tr>",
             esc(&c.clause),
             c.rule_id,
             if c.mode == crate::model::Mode::Shadow {
@@ -218,6 +218,7 @@ pub fn html(s: &Summary) -> String {
             } else {
                 ""
             },
+            esc(&c.title_zh),
             esc(&c.quote),
             esc(&c.title),
             fig(&format!("{p}.violations"), c.violations),
