@@ -23,11 +23,26 @@ amtool check-config deploy/alertmanager/alertmanager.yml
 # Critical pages; everything else is a ticket.
 amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml --verify.receivers=pager severity=critical rule=cross_border.prohibited 2>/dev/null
 amtool config routes test --config.file=deploy/alertmanager/alertmanager.yml --verify.receivers=ticket-queue severity=warning rule=purpose.undeclared 2>/dev/null
+# The notifications' templates, in both languages, rendered as a receiver would.
+for t in title text; do
+  amtool template render --template.glob='deploy/alertmanager/templates/*.tmpl' \
+    --template.text="{{ template \"shareaudit.$t\" . }}" --template.data=deploy/alertmanager/tests/critical.json \
+    | diff -u deploy/alertmanager/tests/critical.$t.expected - \
+    || { echo "deploy/alertmanager/templates: shareaudit.$t renders otherwise than deploy/alertmanager/tests/critical.$t.expected"; exit 1; }
+done
+# Every alert speaks both languages.
+for a in summary description; do
+  [ "$(grep -c "^          $a: " deploy/prometheus/shareaudit-alerts.yml)" = "$(grep -c "^          ${a}_zh: " deploy/prometheus/shareaudit-alerts.yml)" ] \
+    || { echo "deploy/prometheus/shareaudit-alerts.yml: an alert has $a without ${a}_zh"; exit 1; }
+done
 # Every runbook link of the rules has its section.
 for anchor in $(grep -o 'docs/runbook.md#[a-z]*' deploy/prometheus/shareaudit-alerts.yml | cut -d'#' -f2 | sort -u); do
   grep -qi "^## $anchor\$" docs/runbook.md || { echo "docs/runbook.md has no section for #$anchor"; exit 1; }
+  # ... named in both languages on the line after its blank.
+  grep -i -A2 "^## $anchor\$" docs/runbook.md | grep -q '^\*\*告警 Alert\*\*: .*[^ -~].* · [ -~]*$' \
+    || { echo "docs/runbook.md: section #$anchor does not name its alert in Chinese and English"; exit 1; }
 done
-echo "observability: rules, rule tests, Alertmanager routes and runbook links all check"
+echo "observability: rules, rule tests, Alertmanager routes and templates, and runbook links all check"
 
 cargo build --locked --quiet
 python3 scripts/observability_e2e.py target/debug/shareaudit

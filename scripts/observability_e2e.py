@@ -167,6 +167,7 @@ def run(binary, tmp, procs):
     routes = re.sub(r"http://ticket-bridge[^\s]*", f"http://127.0.0.1:{recv_port}/ticket", routes)
     with open(os.path.join(tmp, "alertmanager.yml"), "w") as f:
         f.write(routes)
+    shutil.copytree(os.path.join(os.path.dirname(ROUTES), "templates"), os.path.join(tmp, "templates"))
     start("alertmanager", [shutil.which("alertmanager") or "prometheus-alertmanager", f"--config.file={tmp}/alertmanager.yml", f"--storage.path={tmp}/am",
                            f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address="])
 
@@ -257,6 +258,11 @@ scrape_configs:
               f"recipient={a['labels'].get('recipient')}: {a['annotations'].get('summary')}")
         if not a["annotations"].get("runbook_url", "").startswith("docs/runbook.md#"):
             fail("the page has no runbook link")
+        # In Chinese too, with the rule's Chinese title from shareaudit_rule_info.
+        zh = a["annotations"].get("summary_zh", "")
+        print(f"paged (zh): {zh}")
+        if f"（{a['labels']['rule']}，条款" not in zh or not a["annotations"].get("description_zh"):
+            fail(f"the page does not carry the rule's Chinese title: {zh!r}")
     wait_for("the refused reload at the ticket receiver", lambda: any(
         p == "/ticket" and any(a["labels"].get("alertname") == "ShareauditPolicyReloadFailed" for a in json.loads(b)["alerts"])
         for p, b in Receiver.received), 60)

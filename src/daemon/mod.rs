@@ -152,7 +152,7 @@ impl Daemon {
             tasks.spawn(async move { Ok(signals(stop, reload).await?) });
         }
         let policy = Arc::clone(engine.policy());
-        metrics.set_policy(&policy.version);
+        metrics.set_policy(&policy);
         let (policy_tx, policy_rx) = watch::channel(policy);
         let watch = reload::run(
             settings.policy.clone(),

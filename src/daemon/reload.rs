@@ -58,7 +58,7 @@ fn reload(path: &std::path::Path, policy: &watch::Sender<Arc<Policy>>, metrics: 
             for w in &loaded.loaded.warnings {
                 tracing::warn!(finding = %format_finding(&loaded.name, w), "policy warning");
             }
-            metrics.set_policy(&loaded.loaded.policy.version);
+            metrics.set_policy(&loaded.loaded.policy);
             metrics.policy_reloads.with_label_values(&["ok"]).inc();
             tracing::info!(version = %loaded.loaded.policy.version.version, hash = %loaded.loaded.policy.version.hash, "policy reloaded");
             policy.send_replace(Arc::new(loaded.loaded.policy));

@@ -2,7 +2,8 @@
 //! `shareaudit_<name>_<unit>[_total]`; label values are bounded (rule ids,
 //! enum values, partition numbers), never user or event ids.
 
-use crate::model::{Mode, PolicyVersion, Violation};
+use crate::model::{Mode, PolicyVersion, RuleId, Violation};
+use crate::policy::Policy;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -27,6 +28,7 @@ pub struct Metrics {
     pub consent_records: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     pub policy_info: IntGaugeVec,
+    pub rule_info: IntGaugeVec,
     pub in_flight: IntGauge,
     pub committed_offset: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
@@ -177,6 +179,12 @@ impl Metrics {
                 "The policy in force (value 1)",
                 &["version", "hash"],
             )?,
+            rule_info: gauge_vec(
+                &r,
+                "shareaudit_rule_info",
+                "Each rule that runs (value 1), with its clause, severity, mode and titles in English and Chinese, for alert annotations",
+                &["rule", "clause", "severity", "mode", "title", "title_zh"],
+            )?,
             in_flight: gauge(
                 &r,
                 "shareaudit_in_flight_records",
@@ -274,12 +282,29 @@ impl Metrics {
             .inc();
     }
 
-    /// The policy in force: its info series is 1, the previous one removed.
-    pub fn set_policy(&self, v: &PolicyVersion) {
+    /// The policy in force: its info series and those of its rules are 1,
+    /// the previous ones removed.
+    pub fn set_policy(&self, policy: &Policy) {
+        let v = &policy.version;
         let mut current = self
             .current_policy
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        self.rule_info.reset();
+        for id in RuleId::ALL {
+            if let Some(m) = policy.rule(*id) {
+                self.rule_info
+                    .with_label_values(&[
+                        id.as_str(),
+                        m.clause.as_str(),
+                        m.severity.as_str(),
+                        m.mode.as_str(),
+                        m.title.as_str(),
+                        m.title_zh.as_str(),
+                    ])
+                    .set(1);
+            }
+        }
         if let Some(old) = current.take() {
             let _ = self
                 .policy_info
@@ -329,6 +354,50 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The alert annotations quote each rule's titles from `shareaudit_rule_info`.
+    #[test]
+    fn each_running_rule_exports_its_titles_and_a_reload_replaces_them() {
+        let now = crate::model::Timestamp::parse_rfc3339("2026-12-01T00:00:00Z").unwrap();
+        let m = Metrics::new().unwrap();
+        let shipped = crate::policy::load_default(now).unwrap().policy;
+        m.set_policy(&shipped);
+        let text = m.render();
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("shareaudit_rule_info{"))
+                .count(),
+            RuleId::ALL.len(),
+            "{text}"
+        );
+        let withdrawn = text
+            .lines()
+            .find(|l| l.contains(r#"rule="consent.withdrawn""#))
+            .unwrap();
+        assert!(
+            withdrawn.contains(r#"title_zh="以用户已撤回的同意共享数据""#)
+                && withdrawn.contains(r#"title="Data shared on a consent the user withdrew""#)
+                && withdrawn.contains(r#"mode="enforce""#)
+                && withdrawn.ends_with(" 1"),
+            "{withdrawn}"
+        );
+        let text = crate::policy::DEFAULT_POLICY
+            .replace(
+                "    title_zh: 以用户已撤回的同意共享数据\n",
+                "    title_zh: 用户撤回同意后仍共享\n",
+            )
+            .replace(
+                "    title: Data of a cancelled account shared\n",
+                "    title: Data of a cancelled account shared\n    enabled: false\n",
+            );
+        let reloaded = crate::policy::load(&text, "p.yaml", now).unwrap().policy;
+        m.set_policy(&reloaded);
+        let text = m.render();
+        assert!(
+            text.contains("用户撤回同意后仍共享") && !text.contains("以用户已撤回的同意共享数据")
+        );
+        assert!(!text.contains(r#"rule="account.cancelled""#), "{text}");
+    }
 
     /// A counter whose series appears with its first increment is invisible
     /// to `increase()`: the alerts on the first refused reload and the first
