@@ -30,6 +30,10 @@ pub enum Command {
     /// Check, test or explain a policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The compliance report of a period from what the daemon wrote: the
+    /// violations topic, and the records logged on the event, dead-letter and
+    /// consent topics.
+    Report(ReportArgs),
     /// Write synthetic traffic (events, consent states, expectations) to files.
     Generate(GenerateArgs),
     /// Print an Avro schema: event, consent or violation.
@@ -237,6 +241,42 @@ pub struct DemoArgs {
     /// A policy file to audit with (watched and reloaded); the embedded default otherwise.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[arg(long, env = "SHAREAUDIT_BROKERS")]
+    pub brokers: String,
+    /// Start of the period, included (RFC 3339, e.g. 2026-12-01T00:00:00+08:00).
+    #[arg(long)]
+    pub from: String,
+    /// End of the period, excluded (RFC 3339); now when not given.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Write the report here: one self-contained HTML file.
+    #[arg(long, required_unless_present = "summary_json")]
+    pub report: Option<PathBuf>,
+    /// Write the report's figures here as JSON.
+    #[arg(long)]
+    pub summary_json: Option<PathBuf>,
+    /// The policy whose clauses, titles and exceptions the report shows; the
+    /// embedded default when not given.
+    #[arg(long, env = "SHAREAUDIT_POLICY")]
+    pub policy: Option<PathBuf>,
+    #[arg(long, default_value = "privacy.violations")]
+    pub violations_topic: String,
+    #[arg(long, default_value = "privacy.sharing-events")]
+    pub events_topic: String,
+    #[arg(long, default_value = "privacy.sharing-events.dlq")]
+    pub dead_letter_topic: String,
+    #[arg(long, default_value = "privacy.consent-state")]
+    pub consent_topic: String,
+    /// Give up reading a topic after this long.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_seconds: u64,
+    /// librdkafka properties for the consumers (repeatable): TLS, SASL.
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = shareaudit::config::parse_property)]
+    pub librdkafka: Vec<(String, String)>,
 }
 
 #[derive(Debug, Args)]

@@ -27,7 +27,9 @@ fn die_on_broken_pipe() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let offline = match &cli.command {
-        Command::Audit(_) | Command::Policy(_) | Command::Schema { .. } => true,
+        Command::Audit(_) | Command::Policy(_) | Command::Schema { .. } | Command::Report(_) => {
+            true
+        }
         Command::Generate(args) => args.brokers.is_none(),
         Command::Run(_) | Command::Demo(_) => false,
     };
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             commands::policy::explain(rule, policy.as_deref())
         }
         Command::Generate(args) => commands::generate::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Schema { name } => {
             let text = match name.as_str() {
                 "event" => shareaudit::codec::avro::EVENT_AVSC,

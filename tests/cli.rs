@@ -811,3 +811,53 @@ fn a_key_file_means_the_same_key_everywhere_and_short_keys_are_refused() {
         assert!(said.contains("9 bytes; at least 16"), "{args:?}: {said}");
     }
 }
+
+#[test]
+fn report_refuses_a_bad_period_naming_it_and_an_unreachable_broker_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    let json = json.to_str().unwrap();
+    let base = ["report", "--brokers", "127.0.0.1:1", "--summary-json", json];
+    let out = run(&[&base[..], &["--from", "yesterday"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--from \"yesterday\""),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&[
+        &base[..],
+        &[
+            "--from",
+            "2026-12-02T00:00:00Z",
+            "--to",
+            "2026-12-01T00:00:00+08:00",
+        ],
+    ]
+    .concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("must be after --from"));
+    // Nothing to write to: refused by the argument parser.
+    let out = run(&[
+        "report",
+        "--brokers",
+        "x:1",
+        "--from",
+        "2026-12-01T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // No broker: an error naming the topic, and no report written.
+    let out = run(&[
+        &base[..],
+        &[
+            "--from",
+            "2026-12-01T00:00:00Z",
+            "-X",
+            "socket.connection.setup.timeout.ms=1000",
+        ],
+    ]
+    .concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("reading privacy.violations"));
+    assert!(!Path::new(json).exists());
+}

@@ -379,6 +379,128 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
     }
     let (committed, ends) = committed_and_ends(&n);
     assert_eq!(committed, ends, "committed offsets at the end");
+
+    // The compliance report of the period, from what the daemon wrote.
+    let summary = report_of(&n, dir.path(), "2000-01-01T00:00:00Z", None, &[]);
+    report_agrees(&summary, &want, dead.len(), 20_012);
+    // Kept for scripts/report-browser.sh, which renders it in chromium.
+    let keep = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report/topics");
+    std::fs::create_dir_all(&keep).unwrap();
+    for f in ["report.html", "summary.json"] {
+        std::fs::copy(dir.path().join(f), keep.join(f)).unwrap();
+    }
+    assert_eq!(
+        summary["inputs"]["consent_states"],
+        read_all(&brokers(), &n.consent).len()
+    );
+    assert_eq!(summary["duplicates_dropped"], 0);
+    let seen = summary["policies_seen"].as_array().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["violations"], want.len());
+    assert_eq!(seen[0]["version"], summary["policy"]["version"]);
+    // A period before any of it: nothing, and no figure made up.
+    let before = report_of(
+        &n,
+        dir.path(),
+        "2000-01-01T00:00:00Z",
+        Some("2000-01-02T00:00:00Z"),
+        &[],
+    );
+    assert_eq!(before["inputs"]["events_judged"], 0);
+    assert_eq!(before["inputs"]["events_with_violations"], 0);
+    assert!(before["recipients"].as_array().unwrap().is_empty());
+}
+
+/// `shareaudit report` over the test's topics: its summary JSON (the HTML
+/// page is written beside it and checked for what a topic cannot tell).
+fn report_of(
+    n: &Names,
+    dir: &Path,
+    from: &str,
+    to: Option<&str>,
+    extra: &[&str],
+) -> serde_json::Value {
+    let json = dir.join("summary.json");
+    let html = dir.join("report.html");
+    let mut cmd = bin();
+    cmd.args(["report", "--brokers", &brokers(), "--from", from])
+        .args([
+            "--violations-topic",
+            &n.violations,
+            "--events-topic",
+            &n.events,
+        ])
+        .args(["--dead-letter-topic", &n.dlq, "--consent-topic", &n.consent])
+        .args(["--summary-json", json.to_str().unwrap()])
+        .args([
+            "--report",
+            html.to_str().unwrap(),
+            "--timeout-seconds",
+            "120",
+        ])
+        .args(extra);
+    if let Some(to) = to {
+        cmd.args(["--to", to]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("data-figure=\"source\"") && !page.contains("<script"));
+    serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+}
+
+/// The report's figures equal what one careful reader of everything says:
+/// each rule's violations, the events with any, the dead letters; per
+/// recipient, how many events it got is not on the topics (null, not 0).
+fn report_agrees(
+    summary: &serde_json::Value,
+    want: &BTreeSet<(String, String)>,
+    dead: usize,
+    records: usize,
+) {
+    let mut per_rule: BTreeMap<&str, u64> = BTreeMap::new();
+    for (_, rule) in want {
+        *per_rule.entry(rule.as_str()).or_default() += 1;
+    }
+    let mut got: BTreeMap<&str, u64> = BTreeMap::new();
+    for c in summary["clauses"].as_array().unwrap() {
+        let n = c["violations"].as_u64().unwrap();
+        if n > 0 {
+            got.insert(c["rule_id"].as_str().unwrap(), n);
+        }
+    }
+    assert_eq!(got, per_rule, "violations per clause");
+    let events: BTreeSet<&String> = want.iter().map(|(e, _)| e).collect();
+    assert_eq!(summary["inputs"]["events_with_violations"], events.len());
+    assert_eq!(summary["inputs"]["events_judged"], records);
+    assert_eq!(summary["inputs"]["invalid_records"], dead);
+    let recipients = summary["recipients"].as_array().unwrap();
+    let with: u64 = recipients
+        .iter()
+        .map(|r| r["events_with_violations"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        with as usize,
+        events.len(),
+        "events with violations per recipient"
+    );
+    assert!(
+        recipients
+            .iter()
+            .all(|r| r["events"].is_null() && r["violation_share"].is_null())
+    );
+    assert!(summary["suppressed"].is_null());
+    let trend: u64 = summary["trend"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(trend as usize, records, "the trend adds up");
 }
 
 #[test]
@@ -852,6 +974,32 @@ fn one_replica_and_three_with_a_kill_a_restart_and_a_join_judge_exactly_what_one
         poison,
         "every dead letter, and only those"
     );
+
+    // The compliance reports of both groups say the same, duplicates
+    // counted once, and agree with the one-process truth.
+    let with_policy = ["--policy", policy.to_str().unwrap()];
+    let from = "2000-01-01T00:00:00Z";
+    let solo_report = report_of(&solo, dir.path(), from, None, &with_policy);
+    let trio_report = report_of(&trio, dir.path(), from, None, &with_policy);
+    report_agrees(&trio_report, &s.truth, poison.len(), records.len());
+    assert_eq!(
+        trio_report["duplicates_dropped"],
+        count - s.truth.len(),
+        "every copy dropped"
+    );
+    for part in [
+        "inputs",
+        "clauses",
+        "recipients",
+        "recipient_categories",
+        "trend",
+        "rate_windows",
+    ] {
+        assert_eq!(
+            solo_report[part], trio_report[part],
+            "{part}: one replica and three"
+        );
+    }
 }
 
 /// A broker of the test's own (tansu, memory storage) behind a proxy that

@@ -15,6 +15,9 @@ use std::sync::OnceLock;
 pub const EVENT_AVSC: &str = include_str!("../../schemas/DataSharingEvent.avsc");
 pub const CONSENT_AVSC: &str = include_str!("../../schemas/ConsentState.avsc");
 pub const VIOLATION_AVSC: &str = include_str!("../../schemas/Violation.avsc");
+/// The violation's first schema (before `title_zh` and `detail_zh`): what
+/// older replicas wrote, read back by `shareaudit report`.
+pub const VIOLATION_V1_AVSC: &str = include_str!("../../schemas/history/Violation-v1.avsc");
 
 /// The three schemas shareaudit reads and writes with, parsed once.
 pub struct Schemas {
@@ -645,8 +648,7 @@ mod tests {
 
     #[test]
     fn violations_in_both_languages_and_readers_of_the_first_schema_understand_each_other() {
-        const V1: &str = include_str!("../../tests/fixtures/Violation-v1.avsc");
-        let v1 = Schema::parse_str(V1).unwrap();
+        let v1 = Schema::parse_str(VIOLATION_V1_AVSC).unwrap();
         let ours = &schemas().unwrap().violation;
         let full: Violation = serde_json::from_str(VIOLATION).unwrap();
         assert!(!full.title_zh.is_empty() && !full.detail_zh.is_empty());

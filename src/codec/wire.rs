@@ -11,7 +11,7 @@
 //! or newer schema within Avro's compatibility rules still decodes.
 
 use super::{DecodeError, avro, datum, json};
-use crate::model::{ConsentState, DataSharingEvent};
+use crate::model::{ConsentState, DataSharingEvent, Violation};
 use apache_avro::Schema;
 use apache_avro::rabin::Rabin;
 use rustc_hash::FxHashMap;
@@ -23,6 +23,37 @@ pub enum Framing {
     Confluent { schema_id: u32 },
     SingleObject { fingerprint: [u8; 8] },
     Json,
+}
+
+/// A violation as the daemon wrote it to the alert topic: JSON, or Avro
+/// single-object encoded or Confluent-framed with our schema or its first
+/// version (no registry is asked: a Confluent id is taken to be one of them).
+pub fn decode_violation(bytes: &[u8]) -> Result<Violation, DecodeError> {
+    static V1: std::sync::OnceLock<Option<Schema>> = std::sync::OnceLock::new();
+    let v1 = V1
+        .get_or_init(|| Schema::parse_str(avro::VIOLATION_V1_AVSC).ok())
+        .as_ref();
+    let ours = &avro::schemas()?.violation;
+    match framing(bytes)? {
+        (Framing::Json, body) => serde_json::from_slice(body).map_err(|e| DecodeError::Syntax {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        }),
+        (Framing::SingleObject { fingerprint: fp }, body) => {
+            if fp == fingerprint(ours) {
+                avro::decode_violation(body, None)
+            } else if let Some(v1) = v1.filter(|v1| fp == fingerprint(v1)) {
+                avro::decode_violation(body, Some(v1))
+            } else {
+                Err(DecodeError::Framing(
+                    "a violation written with a schema this shareaudit does not know".into(),
+                ))
+            }
+        }
+        (Framing::Confluent { .. }, body) => avro::decode_violation(body, None)
+            .or_else(|e| v1.map_or(Err(e), |v1| avro::decode_violation(body, Some(v1)))),
+    }
 }
 
 /// Tells the framing of `bytes` and returns the body after the header.
@@ -236,6 +267,38 @@ mod tests {
         generate::events(&generate::Options::default(), 1)
             .remove(0)
             .event
+    }
+
+    /// `shareaudit report` reads what any replica wrote: JSON, Avro of this
+    /// schema or of the first one, single-object or Confluent-framed.
+    #[test]
+    fn violations_are_read_back_in_every_form_a_replica_writes() {
+        use crate::config::OutputFormat;
+        let full: Violation =
+            serde_json::from_str(include_str!("../../tests/fixtures/violation-full.json")).unwrap();
+        for format in [
+            OutputFormat::Json,
+            OutputFormat::Avro { schema_id: None },
+            OutputFormat::Avro { schema_id: Some(7) },
+        ] {
+            let bytes = super::super::encode_violation(&format, &full);
+            assert_eq!(decode_violation(&bytes).unwrap(), full, "{format:?}");
+        }
+        // Written by a replica of the first schema.
+        let v1 = Schema::parse_str(avro::VIOLATION_V1_AVSC).unwrap();
+        let apache_avro::types::Value::Record(mut fields) = avro::violation_to_value(&full) else {
+            panic!()
+        };
+        fields.retain(|(k, _)| !k.ends_with("_zh"));
+        let datum =
+            apache_avro::to_avro_datum(&v1, apache_avro::types::Value::Record(fields)).unwrap();
+        let mut old = full.clone();
+        old.title_zh.clear();
+        old.detail_zh.clear();
+        assert_eq!(decode_violation(&single_object(&v1, &datum)).unwrap(), old);
+        assert_eq!(decode_violation(&confluent(3, &datum)).unwrap(), old);
+        assert!(decode_violation(b"\xC3\x01\x01\x02\x03\x04\x05\x06\x07\x08xx").is_err());
+        assert!(decode_violation(b"{\"alert_id\": 1}").is_err());
     }
 
     /// The daemon decodes every record into one event: nothing of a record

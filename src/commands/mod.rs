@@ -5,6 +5,7 @@ pub mod audit;
 pub mod demo;
 pub mod generate;
 pub mod policy;
+pub mod report;
 pub mod run;
 
 use shareaudit::model::Timestamp;

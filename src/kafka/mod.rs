@@ -10,6 +10,8 @@
 //! - `consent`: reads the compacted consent topic.
 //! - `restore`: reads one partition from its start to its end (the rate
 //!   stage's windows).
+//! - [`scan`]: reads what a topic logged since a time, outside any group
+//!   (`shareaudit report`).
 //! - `admin`: creates the recipient-rate topic.
 //! - `embedded`: librdkafka's mock cluster, the demo's Kafka.
 //! - `plain`: a producer of generated traffic (the demo, `generate --brokers`).
@@ -20,6 +22,7 @@ pub(crate) mod consent;
 pub(crate) mod embedded;
 pub(crate) mod plain;
 pub(crate) mod restore;
+pub mod scan;
 pub(crate) mod sink;
 pub mod source;
 pub mod watermark;

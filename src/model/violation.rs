@@ -40,7 +40,7 @@ pub struct Violation {
 }
 
 /// The policy that judged: its declared version and the SHA-256 of its text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PolicyVersion {
     pub version: String,
     pub hash: String,

@@ -35,12 +35,23 @@ fn fig(path: &str, value: impl std::fmt::Display) -> String {
     )
 }
 
-fn percent(path: &str, share: f64) -> String {
-    format!(
-        "<span class=\"fig\" data-figure=\"{}\" data-value=\"{share}\">{:.1}%</span>",
-        esc(path),
-        share * 100.0
+/// A figure that may not be known (from the topics): "—" when it is not.
+fn opt_fig(path: &str, value: Option<u64>) -> String {
+    value.map_or_else(
+        || format!("<span class=\"fig\" data-figure=\"{}\">—</span>", esc(path)),
+        |v| fig(path, v),
     )
+}
+
+fn percent(path: &str, share: Option<f64>) -> String {
+    match share {
+        Some(share) => format!(
+            "<span class=\"fig\" data-figure=\"{}\" data-value=\"{share}\">{:.1}%</span>",
+            esc(path),
+            share * 100.0
+        ),
+        None => format!("<span class=\"fig\" data-figure=\"{}\">—</span>", esc(path)),
+    }
 }
 
 fn category_zh(c: RecipientCategory) -> &'static str {
@@ -100,7 +111,8 @@ pub fn html(s: &Summary) -> String {
 <tr><td>期间 <span class=\"en\">Period (UTC)</span></td><td><span data-figure=\"period.from\">{}</span> — <span data-figure=\"period.to\">{}</span></td></tr>\
 <tr><td>隐私政策规则版本 <span class=\"en\">Policy version</span></td><td><span data-figure=\"policy.version\">{}</span> <code data-figure=\"policy.hash\">{}</code></td></tr>\
 <tr><td>shareaudit 版本 <span class=\"en\">shareaudit version</span></td><td data-figure=\"shareaudit_version\">{}</td></tr>\
-<tr><td>已核查事件 <span class=\"en\">Events judged</span></td><td>{}</td></tr>\
+<tr><td>来源 <span class=\"en\">Source</span></td><td><code data-figure=\"source\">{}</code></td></tr>\
+<tr><td>{}</td><td>{}</td></tr>\
 <tr><td>存在违规的事件 <span class=\"en\">Events with violations</span></td><td>{}</td></tr>\
 <tr><td>无法解析的记录（死信） <span class=\"en\">Records that could not be read (dead letters)</span></td><td>{}</td></tr>\
 <tr><td>同意状态 <span class=\"en\">Consent states</span></td><td>{}</td></tr></table>",
@@ -109,6 +121,12 @@ pub fn html(s: &Summary) -> String {
         esc(&s.policy.version),
         esc(&s.policy.hash),
         esc(&s.shareaudit_version),
+        esc(&s.source),
+        if s.policies_seen.is_some() {
+            "事件主题上在此期间记录的事件（含死信） <span class=\"en\">Records logged on the event topic in the period (dead letters included)</span>"
+        } else {
+            "已核查事件 <span class=\"en\">Events judged</span>"
+        },
         fig("inputs.events_judged", s.inputs.events_judged),
         fig(
             "inputs.events_with_violations",
@@ -117,6 +135,34 @@ pub fn html(s: &Summary) -> String {
         fig("inputs.invalid_records", s.inputs.invalid_records),
         fig("inputs.consent_states", s.inputs.consent_states),
     );
+
+    if let Some(seen) = &s.policies_seen {
+        let _ = write!(
+            h,
+            "<p>来自守护进程写入的主题：各接收方收到的事件总数与被例外抑制的违规不在主题上，记为 “—”。期间按事件记录的日志时间（即违规的 detected_at）计。\
+<span class=\"en\">From what the daemon wrote: how many events each recipient received, and what exceptions suppressed, are not on the topics (shown “—”). The period is by the events' log time (a violation's detected_at).</span> \
+重复写入的违规（同一 alert_id）已去重：{} <span class=\"en\">Violations written twice (same alert id), counted once: {}</span></p>\n\
+<p>判定这些违规的政策版本 <span class=\"en\">Policies that judged these violations</span>: {}</p>\n",
+            fig("duplicates_dropped", s.duplicates_dropped.unwrap_or(0)),
+            s.duplicates_dropped.unwrap_or(0),
+            if seen.is_empty() {
+                "—".to_owned()
+            } else {
+                seen.iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        format!(
+                            "<span data-figure=\"policies_seen.{i}.version\">{}</span> <code>{}</code> ({})",
+                            esc(&p.version),
+                            esc(&p.hash),
+                            fig(&format!("policies_seen.{i}.violations"), p.violations)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        );
+    }
 
     // Per recipient category.
     h.push_str("<h2>按接收方类别 <span class=\"en\">By recipient category</span></h2>\n<table><tr><th>类别 <span class=\"en\">Category</span></th><th class=\"n\">事件 <span class=\"en\">Events</span></th><th class=\"n\">违规事件 <span class=\"en\">With violations</span></th><th class=\"n\">占比 <span class=\"en\">Share</span></th><th>共享的个人信息类别 <span class=\"en\">Categories of data shared</span></th></tr>\n");
@@ -127,7 +173,7 @@ pub fn html(s: &Summary) -> String {
             "<tr><td>{} <span class=\"en\" data-figure=\"{p}.category\">{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             category_zh(c.category),
             c.category,
-            fig(&format!("{p}.events"), c.events),
+            opt_fig(&format!("{p}.events"), c.events),
             fig(
                 &format!("{p}.events_with_violations"),
                 c.events_with_violations
@@ -167,7 +213,7 @@ pub fn html(s: &Summary) -> String {
             "<tr><td><code data-figure=\"{p}.recipient_id\">{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.recipient_id),
             category_zh(r.category),
-            fig(&format!("{p}.events"), r.events),
+            opt_fig(&format!("{p}.events"), r.events),
             fig(
                 &format!("{p}.events_with_violations"),
                 r.events_with_violations
@@ -299,10 +345,12 @@ pub fn html(s: &Summary) -> String {
         );
     }
     h.push_str("</p>\n<p>被例外抑制的违规：<span class=\"en\">Violations suppressed by exceptions in force:</span> ");
-    if s.suppressed.is_empty() {
-        h.push_str("无 <span class=\"en\">none</span>");
+    match &s.suppressed {
+        None => h.push_str("告警主题上没有记录（见指标 <code>shareaudit_suppressed_violations_total</code>） <span class=\"en\">not on the violations topic (see the metric <code>shareaudit_suppressed_violations_total</code>)</span>"),
+        Some(m) if m.is_empty() => h.push_str("无 <span class=\"en\">none</span>"),
+        Some(_) => {}
     }
-    for (rule, n) in &s.suppressed {
+    for (rule, n) in s.suppressed.iter().flatten() {
         let _ = write!(
             h,
             "<code>{rule}</code> {} ",

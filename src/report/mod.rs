@@ -2,10 +2,18 @@
 //! what was shared with whom, under which promise of the policy, what went
 //! wrong and what was suppressed, for a privacy officer.
 //!
-//! [`Tally`] collects, in input order, what the judge saw; [`Tally::summary`]
-//! makes the figures (the `--summary-json` document); [`html`] renders
-//! them as one self-contained page: inline CSS and SVG, no script, no
-//! request, Chinese and English labels side by side, printable.
+//! [`Tally`] collects, in input order, what the judge saw (`audit`), or
+//! what the daemon wrote over a period (`shareaudit report`: the violations
+//! topic, and the records logged on the event, dead-letter and consent
+//! topics); [`Tally::summary`] makes the figures (the `--summary-json`
+//! document); [`html`] renders them as one self-contained page: inline CSS
+//! and SVG, no script, no request, Chinese and English labels side by
+//! side, printable.
+//!
+//! From the topics, what the daemon does not write is not known: how many
+//! events each recipient received (only those with violations are on the
+//! violations topic), and how many violations exceptions suppressed. Those
+//! figures are `null` in the summary and "—" on the page, never 0.
 //!
 //! Nothing personal goes in: no user id, no data value, no subject_ref.
 //! Recipients, categories, rule ids, clauses, event ids and alert ids do.
@@ -15,10 +23,15 @@ mod html;
 pub use html::html;
 
 use crate::audit::Verdict;
-use crate::model::{DataSharingEvent, Mode, RecipientCategory, RuleId, Severity, Timestamp};
+use crate::model::{
+    DataSharingEvent, Mode, PolicyVersion, RecipientCategory, RuleId, Severity, Timestamp,
+    Violation,
+};
 use crate::policy::Policy;
+use rustc_hash::{FxHashSet, FxHasher};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash, Hasher};
 
 /// Example violations kept per rule.
 const EXAMPLES: usize = 3;
@@ -42,6 +55,33 @@ pub struct Tally {
     rate_windows_more: u64,
     shadow: BTreeMap<RuleId, u64>,
     suppressed: BTreeMap<RuleId, u64>,
+    /// Set when the figures come from the topics over a period.
+    topics: Option<Topics>,
+}
+
+/// What a report from the topics knows beyond an audit's tally.
+struct Topics {
+    source: String,
+    /// Alert ids seen (a violation written twice, after a crash, counts once).
+    alerts: FxHashSet<u128>,
+    /// Events with an enforced violation, by a 64-bit hash of their id.
+    events: FxHashSet<u64>,
+    policies: BTreeMap<PolicyVersion, u64>,
+    duplicates: u64,
+}
+
+fn key64(s: &str) -> u64 {
+    let mut h = FxHasher::default();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// An alert id (32 hex digits) as a number; any other string by two hashes.
+fn key128(s: &str) -> u128 {
+    u128::from_str_radix(s, 16)
+        .ok()
+        .filter(|_| s.len() == 32)
+        .unwrap_or_else(|| (u128::from(key64(s)) << 64) | u128::from(key64(&format!("{s}\0"))))
 }
 
 #[derive(Default)]
@@ -123,12 +163,94 @@ impl Tally {
         };
         recipient.1.count(violated);
         for v in &verdict.violations {
+            self.violation(v);
+        }
+        for s in &verdict.suppressed {
+            if s.exception_mode == Mode::Enforce {
+                *self.suppressed.entry(s.rule).or_default() += 1;
+            }
+        }
+    }
+
+    /// A report of what the daemon wrote between `from` (included) and `to`
+    /// (excluded), by the time the events were logged (a violation's
+    /// `detected_at` is its event's log time). `source` names the topics.
+    pub fn over(from: Timestamp, to: Timestamp, source: String) -> Tally {
+        Tally {
+            from: Some(from),
+            to: Some(to),
+            topics: Some(Topics {
+                source,
+                alerts: FxHashSet::default(),
+                events: FxHashSet::default(),
+                policies: BTreeMap::new(),
+                duplicates: 0,
+            }),
+            ..Tally::default()
+        }
+    }
+
+    /// A record logged on the event topic at `t` (ms), within the period.
+    pub fn logged_event(&mut self, t: i64) {
+        self.events += 1;
+        self.hours
+            .entry(t.div_euclid(3_600_000) * 3_600_000)
+            .or_default()
+            .0 += 1;
+    }
+
+    /// A violation read from the violations topic, within the period.
+    /// Returns false for a copy of one already counted (same `alert_id`).
+    pub fn written(&mut self, v: &Violation) -> bool {
+        let Some(t) = &mut self.topics else {
+            return false;
+        };
+        if !t.alerts.insert(key128(&v.alert_id)) {
+            t.duplicates += 1;
+            return false;
+        }
+        *t.policies.entry(v.policy_version.clone()).or_default() += 1;
+        if v.mode == Mode::Enforce && t.events.insert(key64(&v.event_id)) {
+            let hour = v.detected_at.millis().div_euclid(3_600_000) * 3_600_000;
+            self.hours.entry(hour).or_default().1 += 1;
+            self.categories
+                .entry(v.recipient_category)
+                .or_default()
+                .with_violations += 1;
+            let r = match self.recipients.get_mut(v.recipient_id.as_str()) {
+                Some(r) => r,
+                None => self
+                    .recipients
+                    .entry(v.recipient_id.clone())
+                    .or_insert_with(|| (v.recipient_category, Share::default())),
+            };
+            r.1.with_violations += 1;
+        }
+        if v.mode == Mode::Enforce {
+            let data = &mut self
+                .categories
+                .entry(v.recipient_category)
+                .or_default()
+                .data;
+            for c in &v.categories {
+                if !data.contains(c) {
+                    data.insert(c.clone());
+                }
+            }
+        }
+        self.violation(v);
+        true
+    }
+
+    /// One violation into the per-rule figures.
+    fn violation(&mut self, v: &Violation) {
+        {
             let Ok(rule) = v.rule_id.parse::<RuleId>() else {
-                continue;
+                return;
             };
             if v.mode == Mode::Shadow {
                 *self.shadow.entry(rule).or_default() += 1;
-                continue;
+                return;
             }
             let r = self.rules.entry(rule).or_default();
             r.violations += 1;
@@ -153,17 +275,15 @@ impl Tally {
                 }
             }
         }
-        for s in &verdict.suppressed {
-            if s.exception_mode == Mode::Enforce {
-                *self.suppressed.entry(s.rule).or_default() += 1;
-            }
-        }
     }
 
     /// The figures of the run: the `--summary-json` document, and what the
     /// page shows.
     pub fn summary(&self, policy: &Policy) -> Summary {
-        let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+        // From the topics, how many events each recipient received is not known.
+        let known = self.topics.is_none();
+        let share =
+            |n: u64, of: u64| known.then_some(if of == 0 { 0.0 } else { n as f64 / of as f64 });
         let per_day = match (self.from, self.to) {
             (Some(f), Some(t)) => t.millis() - f.millis() > 3 * 86_400_000,
             _ => false,
@@ -186,7 +306,7 @@ impl Tally {
             .map(|(id, (category, s))| RecipientRow {
                 recipient_id: id.clone(),
                 category: *category,
-                events: s.events,
+                events: known.then_some(s.events),
                 events_with_violations: s.with_violations,
                 violation_share: share(s.with_violations, s.events),
             })
@@ -199,7 +319,22 @@ impl Tally {
         });
         Summary {
             shareaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
+            source: self
+                .topics
+                .as_ref()
+                .map_or_else(|| "audit".to_owned(), |t| t.source.clone()),
             policy: policy.version.clone(),
+            policies_seen: self.topics.as_ref().map(|t| {
+                t.policies
+                    .iter()
+                    .map(|(p, n)| PolicySeen {
+                        version: p.version.clone(),
+                        hash: p.hash.clone(),
+                        violations: *n,
+                    })
+                    .collect()
+            }),
+            duplicates_dropped: self.topics.as_ref().map(|t| t.duplicates),
             period: Period {
                 from: self.from,
                 to: self.to,
@@ -216,7 +351,7 @@ impl Tally {
                 .iter()
                 .map(|(c, s)| CategoryRow {
                     category: *c,
-                    events: s.events,
+                    events: known.then_some(s.events),
                     events_with_violations: s.with_violations,
                     violation_share: share(s.with_violations, s.events),
                     data_categories: s.data.iter().cloned().collect(),
@@ -264,11 +399,12 @@ impl Tally {
                     mode: x.mode,
                 })
                 .collect(),
-            suppressed: self
-                .suppressed
-                .iter()
-                .map(|(r, n)| (r.as_str(), *n))
-                .collect(),
+            suppressed: known.then(|| {
+                self.suppressed
+                    .iter()
+                    .map(|(r, n)| (r.as_str(), *n))
+                    .collect()
+            }),
         }
     }
 }
@@ -277,7 +413,14 @@ impl Tally {
 #[derive(Serialize)]
 pub struct Summary {
     pub shareaudit_version: String,
-    pub policy: crate::model::PolicyVersion,
+    /// `audit`, or the topics the figures were read from.
+    pub source: String,
+    /// The policy whose clauses, titles and exceptions the report shows.
+    pub policy: PolicyVersion,
+    /// From the topics: the policies that judged the violations read, and how many each.
+    pub policies_seen: Option<Vec<PolicySeen>>,
+    /// From the topics: copies of violations already counted (same alert id), dropped.
+    pub duplicates_dropped: Option<u64>,
     pub period: Period,
     pub inputs: Inputs,
     pub recipient_categories: Vec<CategoryRow>,
@@ -289,8 +432,15 @@ pub struct Summary {
     /// Violations of rules in shadow mode, per rule: counted, not alerted.
     pub shadow: BTreeMap<&'static str, u64>,
     pub exceptions: Vec<ExceptionRow>,
-    /// Violations suppressed by exceptions in force, per rule.
-    pub suppressed: BTreeMap<&'static str, u64>,
+    /// Violations suppressed by exceptions in force, per rule (not known from the topics).
+    pub suppressed: Option<BTreeMap<&'static str, u64>>,
+}
+
+#[derive(Serialize)]
+pub struct PolicySeen {
+    pub version: String,
+    pub hash: String,
+    pub violations: u64,
 }
 
 #[derive(Serialize)]
@@ -311,9 +461,9 @@ pub struct Inputs {
 #[derive(Serialize)]
 pub struct CategoryRow {
     pub category: RecipientCategory,
-    pub events: u64,
+    pub events: Option<u64>,
     pub events_with_violations: u64,
-    pub violation_share: f64,
+    pub violation_share: Option<f64>,
     pub data_categories: Vec<String>,
 }
 
@@ -321,9 +471,9 @@ pub struct CategoryRow {
 pub struct RecipientRow {
     pub recipient_id: String,
     pub category: RecipientCategory,
-    pub events: u64,
+    pub events: Option<u64>,
     pub events_with_violations: u64,
-    pub violation_share: f64,
+    pub violation_share: Option<f64>,
 }
 
 #[derive(Serialize)]
