@@ -483,6 +483,43 @@ pub fn decide_rate(
     verdict
 }
 
+/// The windowed rule, after an engine that deferred it (`Engine::defer_rate`),
+/// in input order: `windows` counts the verdict's candidate (its subject by
+/// `user_id`, as the engine alone counts it); when it takes its recipient
+/// over the limit, the rule's violation, or its suppression, joins the
+/// verdict last, where the engine alone puts it. `audit --threads` judges
+/// with deferring engines on every thread and this on one.
+pub fn finish_rate(
+    policy: &Policy,
+    windows: &mut volume::RateWindows,
+    user_id: &str,
+    verdict: &mut Verdict,
+) {
+    let Some(candidate) = verdict.rate_candidate.take() else {
+        return;
+    };
+    let Some(limit) = volume::rate_limit(
+        policy,
+        &candidate.recipient_id,
+        candidate.recipient_category,
+    ) else {
+        return;
+    };
+    let Some(count) = windows.observe(
+        &candidate.recipient_id,
+        volume::subject_key(user_id),
+        candidate.occurred_at.millis(),
+        limit,
+        policy.params.rate_window_millis,
+    ) else {
+        return;
+    };
+    let detected_at = candidate.detected_at;
+    let decided = decide_rate(policy, candidate, count, detected_at);
+    verdict.violations.extend(decided.violations);
+    verdict.suppressed.extend(decided.suppressed);
+}
+
 /// The mode of the first valid exception matching `v`, if any.
 fn exception(policy: &Policy, v: &Violation, cats: CatSet, now: Timestamp) -> Option<Mode> {
     policy

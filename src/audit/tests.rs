@@ -356,3 +356,63 @@ fn hex_is_lower_case_two_digits_a_byte() {
     assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
     assert_eq!(hex(&[]), "");
 }
+
+/// `audit --threads` judges with deferring engines and `finish_rate` in
+/// input order: the verdicts must be the engine's alone, violation for
+/// violation, the windowed rule's included (limit low, events out of
+/// order, repeated subjects, and a shadow exception on the rule).
+#[test]
+fn a_deferring_engine_and_finish_rate_say_what_one_engine_says() {
+    use rand::{Rng, SeedableRng};
+    let text = policy::DEFAULT_POLICY
+        .replace("max_subjects_per_hour: 1000", "max_subjects_per_hour: 4")
+        .replace(
+            "exceptions: []",
+            "exceptions:\n  - rule: volume.recipient_rate\n    match: {recipient_id: partner-crm}\n    owner: a@b.example\n    reason: trial\n    expires: 2099-01-01\n    mode: shadow\n",
+        );
+    let policy = Arc::new(policy::load(&text, "p.yaml", Timestamp(0)).unwrap().policy);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut one = Engine::new(Arc::clone(&policy), b"k");
+    let mut split = Engine::new(Arc::clone(&policy), b"k").defer_rate();
+    let mut windows = volume::RateWindows::default();
+    let (mut fired, mut judged) = (0, 0);
+    for i in 0..3_000 {
+        // 3,000 events over 300 hours, ten an hour, up to half an hour out
+        // of order; in turns of 30 hours among 3 subjects (under the limit)
+        // and among 9 (over it), so that the window fires again and again.
+        let t = Timestamp::parse_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .millis()
+            + i64::from(i) * 360_000
+            + rng.random_range(-1_800_000..1_800_000i64);
+        let subjects = if (i / 300) % 2 == 0 { 3 } else { 9 };
+        let e = event(serde_json::json!({
+            "event_id": format!("e-{i}"),
+            "occurred_at": Timestamp(t).to_string(),
+            "subject": {"user_id": format!("u-{}", rng.random_range(0..subjects))},
+            "recipient": {"id": "partner-crm", "category": "authorized_partner"},
+            "purpose": "customer_service", "legal_basis": "consent", "order": null,
+            "data": [{"field": "receiver_phone", "category": "contact.recipient_phone", "value": "13800138000"}],
+            "agreement_ref": "dpa-1"
+        }));
+        let alone = one.audit(&e, None, &ctx()).unwrap();
+        let mut v = split.audit(&e, None, &ctx()).unwrap();
+        finish_rate(&policy, &mut windows, &e.subject.user_id, &mut v);
+        assert_eq!(v.violations, alone.violations, "event {i}");
+        assert_eq!(
+            format!("{:?}", v.suppressed),
+            format!("{:?}", alone.suppressed),
+            "event {i}"
+        );
+        judged += 1;
+        fired += alone
+            .violations
+            .iter()
+            .filter(|x| x.rule_id == "volume.recipient_rate")
+            .count();
+    }
+    assert!(
+        fired >= 5 && judged == 3_000,
+        "the window fired {fired} times"
+    );
+}

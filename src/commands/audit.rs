@@ -3,7 +3,8 @@
 use super::{FOUND, INPUT_ERROR, OK};
 use crate::cli::AuditArgs;
 use anyhow::{Context, Result};
-use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
+use shareaudit::audit::volume::RateWindows;
+use shareaudit::audit::{AuditContext, Engine, Verdict, finish_rate, too_far_ahead};
 use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::config;
 use shareaudit::consent::ConsentTable;
@@ -127,16 +128,81 @@ fn records(
     Ok(())
 }
 
-/// Violations are written through a buffer of this size.
-const WRITE_BUFFER: usize = 1 << 20;
-
-/// Judges decoded events in input order: the engine (its windowed rule
-/// included) sees them as one reader of the file would.
-struct Judge<'a> {
+/// The half of judging that needs no other event: the checks, every rule
+/// but the windowed one, the violations serialised. Any thread runs it (one
+/// `Worker` each); [`Judge`] does the rest in input order.
+struct Worker<'a> {
+    /// With `volume.recipient_rate` deferred to the judge.
     engine: Engine,
     table: &'a ConsentTable,
     detected_at: Option<Timestamp>,
     skew: i64,
+}
+
+/// One record, judged as far as a [`Worker`] can; reused record after record.
+#[derive(Default)]
+struct Judged {
+    /// Why the record is not judged (printed, in input order, by the judge).
+    refused: Option<String>,
+    verdict: Verdict,
+    /// The verdict's violations as JSON lines.
+    json: Vec<u8>,
+}
+
+impl Worker<'_> {
+    fn judge(&mut self, decoded: Result<&DataSharingEvent, &DecodeError>, j: &mut Judged) {
+        j.refused = None;
+        j.json.clear();
+        j.verdict = Verdict::default();
+        let event = match decoded {
+            Ok(e) => e,
+            Err(e) => {
+                j.refused = Some(e.to_string());
+                return;
+            }
+        };
+        let judged_at = self.detected_at.unwrap_or_else(Timestamp::now);
+        let skew = self.skew;
+        if let Some(ahead) = too_far_ahead(event, judged_at, skew) {
+            j.refused = Some(format!(
+                "future event time: occurred_at is {ahead} ms after the instant it is judged; at most {skew} ms allowed"
+            ));
+            return;
+        }
+        let ctx = AuditContext {
+            detected_at: judged_at,
+            source: None,
+        };
+        let state = self.table.as_of(&event.subject.user_id, event.occurred_at);
+        match self.engine.audit(event, state, &ctx) {
+            Ok(v) => j.verdict = v,
+            Err(problems) => {
+                j.refused = Some(format!("invalid record: {}", redact(&problems.to_string())));
+                return;
+            }
+        }
+        write_json_lines(&mut j.json, &j.verdict.violations);
+    }
+}
+
+fn write_json_lines(out: &mut Vec<u8>, violations: &[shareaudit::model::Violation]) {
+    for v in violations {
+        // Writing to a Vec cannot fail, and a violation always serialises.
+        let _ = serde_json::to_writer(&mut *out, v);
+        out.push(b'\n');
+    }
+}
+
+/// Violations are written through a buffer of this size.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// The in-order half of judging: the windowed rule (`volume.recipient_rate`)
+/// over the records as one reader of the file sees them, the counts, the
+/// report's tally, the output. The violations are those of one engine
+/// judging alone, byte for byte: the windowed rule's comes last, as it
+/// does there, and is decided as the daemon's rate stage decides it.
+struct Judge<'a> {
+    windows: RateWindows,
     out: Box<dyn Write + 'a>,
     summary: &'a mut Summary,
     /// For `--report` and `--summary-json`.
@@ -145,45 +211,30 @@ struct Judge<'a> {
 }
 
 impl Judge<'_> {
-    /// One record, decoded or not, at `at`.
-    fn record(
+    /// One record at `at`: its event (when it decoded) and what a worker made of it.
+    fn finish(
         &mut self,
         at: &dyn std::fmt::Display,
-        decoded: Result<&DataSharingEvent, &DecodeError>,
+        event: &DataSharingEvent,
+        j: &mut Judged,
     ) -> Result<()> {
         let summary = &mut *self.summary;
-        let event = match decoded {
-            Ok(e) => e,
-            Err(e) => {
-                summary.invalid += 1;
-                eprintln!("{at}: {e}");
-                return Ok(());
-            }
-        };
-        let judged_at = self.detected_at.unwrap_or_else(Timestamp::now);
-        let skew = self.skew;
-        if let Some(ahead) = too_far_ahead(event, judged_at, skew) {
+        if let Some(why) = &j.refused {
             summary.invalid += 1;
-            eprintln!(
-                "{at}: future event time: occurred_at is {ahead} ms after the instant it is judged; at most {skew} ms allowed"
-            );
+            eprintln!("{at}: {why}");
             return Ok(());
         }
-        let ctx = AuditContext {
-            detected_at: judged_at,
-            source: None,
-        };
-        let state = self.table.as_of(&event.subject.user_id, event.occurred_at);
-        let verdict = match self.engine.audit(event, state, &ctx) {
-            Ok(v) => v,
-            Err(problems) => {
-                summary.invalid += 1;
-                eprintln!("{at}: invalid record: {}", redact(&problems.to_string()));
-                return Ok(());
-            }
-        };
+        let before = j.verdict.violations.len();
+        finish_rate(
+            self.policy,
+            &mut self.windows,
+            &event.subject.user_id,
+            &mut j.verdict,
+        );
+        write_json_lines(&mut j.json, &j.verdict.violations[before..]);
+        let verdict = &j.verdict;
         if let Some(t) = &mut self.tally {
-            t.event(self.policy, event, &verdict);
+            t.event(self.policy, event, verdict);
         }
         summary.events += 1;
         summary.suppressed += verdict
@@ -208,9 +259,8 @@ impl Judge<'_> {
                 }
                 *summary.by_severity.entry(v.severity).or_default() += 1;
             }
-            serde_json::to_writer(&mut self.out, v)?;
-            self.out.write_all(b"\n")?;
         }
+        self.out.write_all(&j.json)?;
         Ok(())
     }
 }
@@ -289,14 +339,17 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         None => Box::new(BufWriter::with_capacity(WRITE_BUFFER, io::stdout().lock())),
     };
     let mut judge = Judge {
-        engine: Engine::new(Arc::clone(&policy), &key),
-        table: &table,
-        detected_at,
-        skew: args.max_future_skew_ms as i64,
+        windows: RateWindows::default(),
         out,
         summary: &mut summary,
         tally: (args.report.is_some() || args.summary_json.is_some()).then(report::Tally::default),
         policy: &policy,
+    };
+    let worker = || Worker {
+        engine: Engine::new(Arc::clone(&policy), &key).defer_rate(),
+        table: &table,
+        detected_at,
+        skew: args.max_future_skew_ms as i64,
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -304,16 +357,20 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     );
     let mut r = open(&args.events)?;
     if threads > 1 && !is_avro(&mut r, &args.format)? {
-        parallel::judge_json_lines(r, &args.events.display().to_string(), threads, &mut judge)?;
+        let workers = (0..threads).map(|_| worker()).collect();
+        parallel::judge_json_lines(r, &args.events.display().to_string(), workers, &mut judge)?;
     } else {
         drop(r);
+        let mut worker = worker();
         let mut event = DataSharingEvent::empty();
+        let mut judged = Judged::default();
         records(&args.events, &args.format, &schemas.event, |at, raw| {
             let decoded = raw.and_then(|raw| match raw {
                 Raw::Json(bytes) => json::decode_event_into(bytes, &mut event),
                 Raw::Avro(v) => avro::event_from_value(&v).map(|e| event = e),
             });
-            judge.record(&at, decoded.as_ref().map(|()| &event))
+            worker.judge(decoded.as_ref().map(|()| &event), &mut judged);
+            judge.finish(&at, &event, &mut judged)
         })?;
     }
     judge.out.flush()?;

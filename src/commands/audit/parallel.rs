@@ -1,13 +1,15 @@
 //! `audit --threads N` on JSON lines: one thread reads the file in large
-//! batches of whole lines, `N` workers decode the batches, and the calling
-//! thread judges the decoded events in input order. Everything the engine
-//! sees, and everything written, is in the order one thread would see it,
-//! so the output is the same for any `N` (tested byte for byte).
+//! batches of whole lines, `N` workers decode the batches and judge each
+//! event by every rule but the windowed one (`Worker`), and the calling
+//! thread finishes them in input order (`Judge`: the windowed rule, the
+//! counts, the output). What the windowed rule sees, and everything
+//! written, is in the order one thread would see it, so the output is the
+//! same for any `N` (tested byte for byte).
 //!
 //! Events are decoded into slots that go back to the workers once judged,
 //! so, as on one thread, a long file allocates little.
 
-use super::{At, Judge};
+use super::{At, Judge, Judged, Worker};
 use anyhow::Result;
 use shareaudit::codec::{DecodeError, json};
 use shareaudit::model::DataSharingEvent;
@@ -31,6 +33,7 @@ struct Slot {
     line: u64,
     result: Result<(), DecodeError>,
     event: DataSharingEvent,
+    judged: Judged,
 }
 
 /// A batch decoded: its slots (the first `used` hold this batch's records)
@@ -43,14 +46,16 @@ struct Decoded {
     slots: Vec<Slot>,
 }
 
-/// Reads `input` to its end with `threads` decoding workers; judges every
-/// record in input order with `judge`. `name` names the input in messages.
+/// Reads `input` to its end with a thread per worker, decoding and judging;
+/// finishes every record in input order with `judge`. `name` names the
+/// input in messages.
 pub(super) fn judge_json_lines(
     input: Box<dyn io::BufRead + Send>,
     name: &str,
-    threads: usize,
+    workers: Vec<Worker<'_>>,
     judge: &mut Judge<'_>,
 ) -> Result<()> {
+    let threads = workers.len();
     let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
     let (spare_tx, spare_rx) = channel::<Decoded>();
@@ -60,10 +65,10 @@ pub(super) fn judge_json_lines(
     let (work_rx, spare_rx) = (Mutex::new(work_rx), Mutex::new(spare_rx));
     std::thread::scope(|s| {
         let reader = s.spawn(move || read_batches(input, &work_tx, &free_rx));
-        for _ in 0..threads {
+        for mut worker in workers {
             let (done_tx, free_tx) = (done_tx.clone(), free_tx.clone());
             let (work_rx, spare_rx) = (&work_rx, &spare_rx);
-            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx, &free_tx));
+            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx, &free_tx, &mut worker));
         }
         drop(free_tx);
         drop(done_tx);
@@ -89,15 +94,14 @@ fn judge_in_order(
     let (mut next, mut base) = (0u64, 0u64);
     for d in done {
         waiting.insert(d.seq, d);
-        while let Some(d) = waiting.remove(&next) {
-            for slot in &d.slots[..d.used] {
+        while let Some(mut d) = waiting.remove(&next) {
+            for slot in &mut d.slots[..d.used] {
                 let at = At {
                     name,
                     n: base + slot.line,
                     avro: false,
                 };
-                let decoded = slot.result.as_ref().map(|()| &slot.event);
-                judge.record(&at, decoded)?;
+                judge.finish(&at, &slot.event, &mut slot.judged)?;
             }
             base += d.lines;
             next += 1;
@@ -151,6 +155,7 @@ fn decode_batches(
     spare: &Mutex<Receiver<Decoded>>,
     done: &SyncSender<Decoded>,
     free: &std::sync::mpsc::Sender<Vec<u8>>,
+    worker: &mut Worker<'_>,
 ) {
     let mut judge_gone = false;
     loop {
@@ -166,14 +171,15 @@ fn decode_batches(
             .ok()
             .and_then(|s| s.try_recv().ok())
             .unwrap_or_default();
-        decode(&batch, &mut d);
+        decode(&batch, &mut d, worker);
         let _ = free.send(batch.bytes);
         judge_gone = done.send(d).is_err();
     }
 }
 
-/// Decodes a batch's lines into `d`'s slots, reusing their events.
-fn decode(batch: &Batch, d: &mut Decoded) {
+/// Decodes a batch's lines into `d`'s slots, reusing their events, and
+/// judges each as far as `worker` can.
+fn decode(batch: &Batch, d: &mut Decoded, worker: &mut Worker<'_>) {
     d.seq = batch.seq;
     d.used = 0;
     let body = batch.bytes.strip_suffix(b"\n").unwrap_or(&batch.bytes);
@@ -189,11 +195,13 @@ fn decode(batch: &Batch, d: &mut Decoded) {
                 line: 0,
                 result: Ok(()),
                 event: DataSharingEvent::empty(),
+                judged: Judged::default(),
             });
         }
         let slot = &mut d.slots[d.used];
         slot.line = lines;
         slot.result = json::decode_event_into(text, &mut slot.event);
+        worker.judge(slot.result.as_ref().map(|()| &slot.event), &mut slot.judged);
         d.used += 1;
     }
     d.lines = lines;
