@@ -214,15 +214,23 @@ impl EventStage {
         self.count_held(io);
     }
 
-    /// The records waiting for the consent reader, for the metric.
+    /// The records waiting for the consent reader, for the metrics: held
+    /// while it is behind them, confirming while it is current and only
+    /// the next end probe is awaited (the steady state of live traffic).
     fn count_held(&self, io: &StageIo) {
-        let held: usize = self
+        let waiting: usize = self
             .consent_held
             .keys()
             .filter_map(|p| self.waiting.get(p))
             .map(VecDeque::len)
             .sum();
+        let (held, confirming) = if self.consent.behind() {
+            (waiting, 0)
+        } else {
+            (0, waiting)
+        };
         io.metrics.consent_held.set(held as i64);
+        io.metrics.consent_confirming.set(confirming as i64);
     }
 
     /// Holds `rec`'s partition until schema `id` is known.

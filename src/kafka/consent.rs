@@ -22,7 +22,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 /// How far the consent table has come, for the event stage: every consent
@@ -32,12 +32,18 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct ConsentSync {
     covered_through: AtomicI64,
+    /// A probe found records the table does not hold yet (or the first
+    /// catch-up is not done): the reader is behind. Otherwise the table
+    /// holds all the broker had at the last probe, and an event logged
+    /// since waits only for the next probe to confirm nothing came after.
+    behind: AtomicBool,
 }
 
 impl ConsentSync {
     fn new() -> ConsentSync {
         ConsentSync {
             covered_through: AtomicI64::new(i64::MIN),
+            behind: AtomicBool::new(true),
         }
     }
 
@@ -45,6 +51,11 @@ impl ConsentSync {
     /// in the table.
     pub fn covers(&self, log_time: i64) -> bool {
         self.covered_through.load(Ordering::Acquire) >= log_time
+    }
+
+    /// Whether the reader knows of consent records it has not applied.
+    pub fn behind(&self) -> bool {
+        self.behind.load(Ordering::Acquire)
     }
 }
 
@@ -187,6 +198,8 @@ impl ConsentReader {
             .min()
             .unwrap_or(i64::MAX);
         self.sync.covered_through.store(through, Ordering::Release);
+        let behind = !self.caught_up() || self.partitions.values().any(|p| !p.pending.is_empty());
+        self.sync.behind.store(behind, Ordering::Release);
     }
 
     /// The record was applied to the table.
@@ -305,6 +318,18 @@ mod tests {
         assert_eq!(p.pending.len(), 1);
         p.reached(20);
         assert_eq!(p.covered, 4_098);
+    }
+
+    #[test]
+    fn a_reader_is_behind_while_a_probe_found_records_it_has_not_applied() {
+        let mut p = Partition::default();
+        p.reached(5);
+        p.probed(1_000, 5);
+        assert!(p.pending.is_empty(), "at the end: current as of the probe");
+        p.probed(2_000, 8);
+        assert!(!p.pending.is_empty(), "records 5..8 to apply: behind");
+        p.reached(8);
+        assert!(p.pending.is_empty());
     }
 
     #[test]

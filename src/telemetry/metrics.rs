@@ -36,6 +36,7 @@ pub struct Metrics {
     pub rate_observations: IntCounterVec,
     pub rate_pending: IntGauge,
     pub consent_held: IntGauge,
+    pub consent_confirming: IntGauge,
     pub consent_wait_seconds: Histogram,
     pub consent_stale: IntCounter,
     pub ready: IntGauge,
@@ -222,7 +223,12 @@ impl Metrics {
             consent_held: gauge(
                 &r,
                 "shareaudit_consent_held_records",
-                "Events read and not judged yet because the consent reader has not caught up to their time (their partitions wait)",
+                "Events read and not judged yet because the consent reader is behind them: it knows of consent records it has not applied (their partitions wait)",
+            )?,
+            consent_confirming: gauge(
+                &r,
+                "shareaudit_consent_confirming_records",
+                "Events logged after the last end probe of the consent topic, waiting for the next one (every few ms) to confirm no consent change came before them; the reader is current",
             )?,
             consent_wait_seconds: histogram(
                 &r,
