@@ -139,12 +139,14 @@ static LOCAL: LazyLock<wire::LocalSchemas> = LazyLock::new(|| {
 });
 
 /// A record value in any framing (JSON, Confluent, single-object), decoded
-/// as an event and as a consent state.
+/// as an event, as a consent state and as a violation.
 pub fn wire_framing(data: &[u8]) {
     let _ = avro::schemas();
     let _ = wire::framing(data);
     let _ = wire::decode_event(data, &*LOCAL);
     let _ = wire::decode_consent(data, &*LOCAL);
+    // What `shareaudit report` reads from the violations topic.
+    let _ = wire::decode_violation(data);
 }
 
 /// A record's headers, key and value as the dead-letter path copies them:
