@@ -112,6 +112,9 @@ pub struct Example {
     pub event_id: String,
     pub recipient_id: String,
     pub severity: Severity,
+    /// The event's time, which orders the examples of a report from the topics.
+    #[serde(skip)]
+    at: i64,
 }
 
 #[derive(Clone, Serialize)]
@@ -255,16 +258,28 @@ impl Tally {
             let r = self.rules.entry(rule).or_default();
             r.violations += 1;
             *r.by_severity.entry(v.severity).or_default() += 1;
-            if r.examples.len() < EXAMPLES {
-                r.examples.push(Example {
-                    alert_id: v.alert_id.clone(),
-                    event_id: v.event_id.clone(),
-                    recipient_id: v.recipient_id.clone(),
-                    severity: v.severity,
-                });
+            let example = || Example {
+                alert_id: v.alert_id.clone(),
+                event_id: v.event_id.clone(),
+                recipient_id: v.recipient_id.clone(),
+                severity: v.severity,
+                at: v.occurred_at.millis(),
+            };
+            if self.topics.is_some() {
+                // Read order depends on partitions and replicas: the examples
+                // are the earliest events (then the lowest alert ids) instead.
+                let key = |e: &Example| (e.at, e.alert_id.clone());
+                let new = example();
+                let at = r.examples.partition_point(|e| key(e) < key(&new));
+                if at < EXAMPLES {
+                    r.examples.insert(at, new);
+                    r.examples.truncate(EXAMPLES);
+                }
+            } else if r.examples.len() < EXAMPLES {
+                r.examples.push(example());
             }
             if rule == RuleId::VolumeRecipientRate {
-                if self.rate_windows.len() < RATE_WINDOWS {
+                if self.topics.is_some() || self.rate_windows.len() < RATE_WINDOWS {
                     self.rate_windows.push(RateWindow {
                         recipient_id: v.recipient_id.clone(),
                         occurred_at: v.occurred_at,
@@ -317,6 +332,16 @@ impl Tally {
                 .then(b.events.cmp(&a.events))
                 .then(a.recipient_id.cmp(&b.recipient_id))
         });
+        // From the topics, every window was kept: listed in event-time order,
+        // the earliest RATE_WINDOWS (read order depends on the replicas).
+        let mut rate_windows = self.rate_windows.clone();
+        let mut more = 0;
+        if self.topics.is_some() {
+            rate_windows
+                .sort_by(|a, b| (a.occurred_at, &a.alert_id).cmp(&(b.occurred_at, &b.alert_id)));
+            more = rate_windows.len().saturating_sub(RATE_WINDOWS) as u64;
+            rate_windows.truncate(RATE_WINDOWS);
+        }
         Summary {
             shareaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
             source: self
@@ -384,8 +409,8 @@ impl Tally {
                     events_with_violations: v,
                 })
                 .collect(),
-            rate_windows: self.rate_windows.clone(),
-            rate_windows_not_listed: self.rate_windows_more,
+            rate_windows: rate_windows.clone(),
+            rate_windows_not_listed: self.rate_windows_more + more,
             shadow: self.shadow.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
             exceptions: policy
                 .exceptions
@@ -504,4 +529,56 @@ pub struct ExceptionRow {
     pub reason: String,
     pub expires: Timestamp,
     pub mode: Mode,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+
+    /// What the violations topic holds, in whatever order its partitions
+    /// and replicas wrote it: the summary of a period is the same.
+    #[test]
+    fn a_report_from_the_topics_does_not_depend_on_read_order_and_counts_copies_once() {
+        let policy = crate::policy::load_default(Timestamp(0)).unwrap().policy;
+        let base: Violation =
+            serde_json::from_str(include_str!("../../tests/fixtures/violation-full.json")).unwrap();
+        let mut written = Vec::new();
+        for i in 0..300i64 {
+            let mut v = base.clone();
+            v.event_id = format!("e-{}", i / 2);
+            v.rule_id = if i % 7 == 0 {
+                "volume.recipient_rate"
+            } else {
+                "minimisation.prohibited"
+            }
+            .into();
+            v.alert_id = format!("{:032x}", i * 7919);
+            v.recipient_id = format!("r-{}", (i / 2) % 5);
+            v.occurred_at = Timestamp(1_700_000_000_000 + (i % 50) * 60_000);
+            v.detected_at = Timestamp(v.occurred_at.millis() + 1_000);
+            written.push(v);
+        }
+        // A crash: some violations written again.
+        let copies: Vec<Violation> = written[10..40].to_vec();
+        written.extend(copies);
+        let summary = |order: &[Violation]| {
+            let mut t = Tally::over(Timestamp(0), Timestamp(i64::MAX / 2), "t".into());
+            for v in order {
+                t.written(v);
+            }
+            serde_json::to_string(&t.summary(&policy)).unwrap()
+        };
+        let first = summary(&written);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..5 {
+            written.shuffle(&mut rng);
+            assert_eq!(summary(&written), first);
+        }
+        let s: serde_json::Value = serde_json::from_str(&first).unwrap();
+        assert_eq!(s["duplicates_dropped"], 30);
+        assert_eq!(s["inputs"]["events_with_violations"], 150);
+        assert!(s["recipients"][0]["events"].is_null() && s["suppressed"].is_null());
+    }
 }
