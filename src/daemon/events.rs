@@ -224,7 +224,7 @@ impl EventStage {
             .filter_map(|p| self.waiting.get(p))
             .map(VecDeque::len)
             .sum();
-        let (held, confirming) = if self.consent.behind() {
+        let (held, confirming) = if self.consent.behind(Timestamp::now().millis()) {
             (waiting, 0)
         } else {
             (0, waiting)

@@ -53,11 +53,19 @@ impl ConsentSync {
         self.covered_through.load(Ordering::Acquire) >= log_time
     }
 
-    /// Whether the reader knows of consent records it has not applied.
-    pub fn behind(&self) -> bool {
+    /// Whether the reader is behind at `now` (ms): it knows of consent
+    /// records it has not applied, or its coverage has not moved for
+    /// `FRESH_MS` (probes come every few ms; a reader stopped on a record,
+    /// or probes failing, leave it behind without knowing by how much).
+    pub fn behind(&self, now: i64) -> bool {
         self.behind.load(Ordering::Acquire)
+            || now.saturating_sub(self.covered_through.load(Ordering::Acquire)) > FRESH_MS
     }
 }
+
+/// How old the table's coverage may be while the reader counts as current:
+/// fifty probe intervals.
+pub const FRESH_MS: i64 = 250;
 
 /// Probes answered while the table was still below their end, per
 /// partition: beyond this, new ones are dropped (coverage then advances
@@ -338,5 +346,19 @@ mod tests {
         assert!(!sync.covers(0));
         sync.covered_through.store(1_000, Ordering::Release);
         assert!(sync.covers(1_000) && !sync.covers(1_001));
+    }
+
+    #[test]
+    fn a_reader_whose_coverage_stopped_moving_is_behind() {
+        let sync = ConsentSync::new();
+        sync.covered_through.store(1_000, Ordering::Release);
+        sync.behind.store(false, Ordering::Release);
+        assert!(!sync.behind(1_000 + FRESH_MS), "fresh: current");
+        assert!(
+            sync.behind(1_001 + FRESH_MS),
+            "stopped (a record waits for its schema): behind"
+        );
+        sync.behind.store(true, Ordering::Release);
+        assert!(sync.behind(1_000), "records known and not applied: behind");
     }
 }
