@@ -272,8 +272,14 @@ pub struct ReportArgs {
     #[arg(long, default_value = "privacy.consent-state")]
     pub consent_topic: String,
     /// Give up reading a topic after this long.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 3600)]
     pub timeout_seconds: u64,
+    /// Where the events' writer schemas come from (Confluent framing), as for `run`.
+    #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// A Confluent schema id mapped to a local schema file (repeatable), as for `run`.
+    #[arg(long = "schema-id", value_name = "ID=FILE", value_parser = parse_schema_id)]
+    pub schema_ids: Vec<(u32, PathBuf)>,
     /// librdkafka properties for the consumers (repeatable): TLS, SASL.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = shareaudit::config::parse_property)]
     pub librdkafka: Vec<(String, String)>,

@@ -88,8 +88,12 @@ panel("Policy reloads","timeseries",[ts(f'sum by (result) (increase(shareaudit_p
       "Policy reloads by result. `error`: a new policy was refused and the previous one stays (ShareauditPolicyReloadFailed).","short")
 panel("Partitions per replica","timeseries",[ts(f'sum by (instance, topic) (shareaudit_assigned_partitions{{{SEL}}})',"{{instance}} {{topic}}")],0,57,8,8,
       "Partitions each replica owns, of the event topic and of the recipient-rate topic; they move on rebalances.","short")
-panel("Consent records read","timeseries",[ts(f'sum by (outcome) (rate(shareaudit_consent_records_total{{{SEL}}}[$__rate_interval]))',"{{outcome}}")],8,57,8,8,
-      "Consent-state records read from the compacted consent topic, by outcome.","ops")
+panel("Consent: records read, events waiting","timeseries",[
+      ts(f'sum by (outcome) (rate(shareaudit_consent_records_total{{{SEL}}}[$__rate_interval]))',"read {{outcome}}/s"),
+      ts(f'sum(shareaudit_consent_held_records{{{SEL}}})',"held: reader behind"),
+      ts(f'sum(shareaudit_consent_confirming_records{{{SEL}}})',"confirming: next probe"),
+      ts(f'sum(rate(shareaudit_consent_stale_total{{{SEL}}}[$__rate_interval]))',"judged stale/s")],8,57,8,8,
+      "Consent-state records read from the compacted consent topic, by outcome; events waiting for the consent reader: held while it is behind them (consent lag, 0 in the steady state), confirming while it is current and the next end probe (every 5 ms) is awaited; events judged with a view behind them after consent_max_wait_ms.","short")
 panel("Recipient-rate stage","timeseries",[
       ts(f'sum by (outcome) (rate(shareaudit_rate_observations_total{{{SEL}}}[$__rate_interval]))',"{{outcome}}/s"),
       ts(f'sum(shareaudit_rate_pending_observations{{{SEL}}})',"held")],16,57,8,8,

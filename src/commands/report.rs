@@ -1,15 +1,19 @@
 //! `shareaudit report`: the compliance report of a period from what the
 //! daemon wrote. The violations topic gives every violation (a copy after a
-//! crash counts once); the event, dead-letter and consent topics give how
-//! many records they logged in the period (read, not decoded). The period
-//! is by log time: a violation's `detected_at` is its event's log time.
+//! crash counts once); the event topic's records of the period are decoded
+//! again (writer schemas as `run` finds them) to count what each recipient
+//! received; the dead-letter and consent topics give how many records they
+//! logged. The period is by log time: a violation's `detected_at` is its
+//! event's log time.
 
 use super::{INPUT_ERROR, OK, load_policy};
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
-use shareaudit::codec::wire;
+use shareaudit::codec::{DecodeError, wire};
 use shareaudit::config::{RawSettings, Settings};
+use shareaudit::daemon::Schemas;
 use shareaudit::kafka::scan::scan;
+use shareaudit::model::DataSharingEvent;
 use shareaudit::model::Timestamp;
 use shareaudit::policy::format_finding;
 use shareaudit::report::{self, Tally};
@@ -39,12 +43,19 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         eprintln!("{}", format_finding(&name, w));
     }
     let policy = loaded.policy;
-    let settings = Settings::from_raw(RawSettings {
+    let settings = Settings::from_raw(RawSettings::secrets_from_env().merge(RawSettings {
         brokers: Some(args.brokers.clone()),
         librdkafka: args.librdkafka.iter().cloned().collect(),
+        schema_registry_url: args.schema_registry_url.clone(),
+        schema_ids: args.schema_ids.iter().cloned().collect(),
         ..RawSettings::default()
-    })
+    }))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let schemas = super::run::schemas(&settings)?;
+    // The registry client is async: a runtime of one thread to ask it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let timeout = Duration::from_secs(args.timeout_seconds);
     let within = |t: Option<i64>| t.is_some_and(|t| t >= from.millis() && t < to.millis());
 
@@ -73,14 +84,24 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         },
     )
     .with_context(|| format!("reading {}", args.violations_topic))?;
+    let mut event = DataSharingEvent::empty();
     scan(
         &settings,
         &args.events_topic,
         from.millis(),
         timeout,
-        |t, _| {
-            if within(t) {
-                tally.logged_event(t.unwrap_or_default());
+        |t, payload| {
+            if !within(t) {
+                return;
+            }
+            let decoded = payload.is_some_and(|p| {
+                decode(p, &schemas, &runtime, &mut event).is_ok()
+                    && event.problems().into_result().is_ok()
+            });
+            if decoded {
+                tally.logged_event(&policy, t.unwrap_or_default(), &event);
+            } else {
+                tally.undecoded_event();
             }
         },
     )
@@ -98,6 +119,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     tally.inputs(dead, consent);
 
     let figures = tally.summary(&policy);
+    let undecoded = figures.undecoded_event_records.unwrap_or(0);
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -107,7 +129,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(
-        "shareaudit report: {from} to {to}: {} event records, {} with violations, {} dead letters, {} consent records; {} violations read ({} copies dropped, {unreadable} records of {} unreadable)",
+        "shareaudit report: {from} to {to}: {} events ({undecoded} records that do not decode), {} with violations, {} dead letters, {} consent records; {} violations read ({} copies dropped, {unreadable} records of {} unreadable)",
         figures.inputs.events_judged,
         figures.inputs.events_with_violations,
         dead,
@@ -118,4 +140,27 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         args.violations_topic,
     );
     Ok(OK)
+}
+
+/// An event record decoded as the daemon decodes it; a writer schema the
+/// registry has not given yet is asked for (a few times) first.
+fn decode(
+    bytes: &[u8],
+    schemas: &Schemas,
+    runtime: &tokio::runtime::Runtime,
+    event: &mut DataSharingEvent,
+) -> Result<(), DecodeError> {
+    for _ in 0..3 {
+        match wire::decode_event_into(bytes, &*schemas.lookup, event) {
+            Err(DecodeError::Pending(id)) => {
+                if let Some(registry) = &schemas.registry {
+                    let _ = runtime.block_on(registry.fetch(id));
+                }
+            }
+            other => return other,
+        }
+    }
+    Err(DecodeError::UnknownSchema(
+        "the schema registry did not answer".into(),
+    ))
 }

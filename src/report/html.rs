@@ -35,23 +35,12 @@ fn fig(path: &str, value: impl std::fmt::Display) -> String {
     )
 }
 
-/// A figure that may not be known (from the topics): "—" when it is not.
-fn opt_fig(path: &str, value: Option<u64>) -> String {
-    value.map_or_else(
-        || format!("<span class=\"fig\" data-figure=\"{}\">—</span>", esc(path)),
-        |v| fig(path, v),
+fn percent(path: &str, share: f64) -> String {
+    format!(
+        "<span class=\"fig\" data-figure=\"{}\" data-value=\"{share}\">{:.1}%</span>",
+        esc(path),
+        share * 100.0
     )
-}
-
-fn percent(path: &str, share: Option<f64>) -> String {
-    match share {
-        Some(share) => format!(
-            "<span class=\"fig\" data-figure=\"{}\" data-value=\"{share}\">{:.1}%</span>",
-            esc(path),
-            share * 100.0
-        ),
-        None => format!("<span class=\"fig\" data-figure=\"{}\">—</span>", esc(path)),
-    }
 }
 
 fn category_zh(c: RecipientCategory) -> &'static str {
@@ -123,7 +112,7 @@ pub fn html(s: &Summary) -> String {
         esc(&s.shareaudit_version),
         esc(&s.source),
         if s.policies_seen.is_some() {
-            "事件主题上在此期间记录的事件（含死信） <span class=\"en\">Records logged on the event topic in the period (dead letters included)</span>"
+            "事件主题上在此期间记录并已核查的事件 <span class=\"en\">Events logged on the event topic in the period, judged</span>"
         } else {
             "已核查事件 <span class=\"en\">Events judged</span>"
         },
@@ -139,12 +128,18 @@ pub fn html(s: &Summary) -> String {
     if let Some(seen) = &s.policies_seen {
         let _ = write!(
             h,
-            "<p>来自守护进程写入的主题：各接收方收到的事件总数与被例外抑制的违规不在主题上，记为 “—”。期间按事件记录的日志时间（即违规的 detected_at）计。\
-<span class=\"en\">From what the daemon wrote: how many events each recipient received, and what exceptions suppressed, are not on the topics (shown “—”). The period is by the events' log time (a violation's detected_at).</span> \
-重复写入的违规（同一 alert_id）已去重：{} <span class=\"en\">Violations written twice (same alert id), counted once: {}</span></p>\n\
+            "<p>来自守护进程写入的主题：违规取自告警主题，事件取自事件主题并重新解码计数；被例外抑制的违规不在任何主题上，记为 “—”。期间按事件记录的日志时间（即违规的 detected_at）计。\
+<span class=\"en\">From what the daemon wrote: the violations from the violations topic, the events from the event topic, decoded again to be counted; what exceptions suppressed is on no topic (shown “—”). The period is by the events' log time (a violation's detected_at).</span> \
+重复写入的违规（同一 alert_id）已去重：{} <span class=\"en\">Violations written twice (same alert id), counted once: {}</span>；\
+无法解码的事件记录：{} <span class=\"en\">event records that do not decode: {}</span></p>\n\
 <p>判定这些违规的政策版本 <span class=\"en\">Policies that judged these violations</span>: {}</p>\n",
             fig("duplicates_dropped", s.duplicates_dropped.unwrap_or(0)),
             s.duplicates_dropped.unwrap_or(0),
+            fig(
+                "undecoded_event_records",
+                s.undecoded_event_records.unwrap_or(0)
+            ),
+            s.undecoded_event_records.unwrap_or(0),
             if seen.is_empty() {
                 "—".to_owned()
             } else {
@@ -173,7 +168,7 @@ pub fn html(s: &Summary) -> String {
             "<tr><td>{} <span class=\"en\" data-figure=\"{p}.category\">{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             category_zh(c.category),
             c.category,
-            opt_fig(&format!("{p}.events"), c.events),
+            fig(&format!("{p}.events"), c.events),
             fig(
                 &format!("{p}.events_with_violations"),
                 c.events_with_violations
@@ -213,7 +208,7 @@ pub fn html(s: &Summary) -> String {
             "<tr><td><code data-figure=\"{p}.recipient_id\">{}</code></td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
             esc(&r.recipient_id),
             category_zh(r.category),
-            opt_fig(&format!("{p}.events"), r.events),
+            fig(&format!("{p}.events"), r.events),
             fig(
                 &format!("{p}.events_with_violations"),
                 r.events_with_violations

@@ -10,10 +10,9 @@
 //! and SVG, no script, no request, Chinese and English labels side by
 //! side, printable.
 //!
-//! From the topics, what the daemon does not write is not known: how many
-//! events each recipient received (only those with violations are on the
-//! violations topic), and how many violations exceptions suppressed. Those
-//! figures are `null` in the summary and "—" on the page, never 0.
+//! From the topics, the events of the period are decoded again to count
+//! what each recipient received; what exceptions suppressed is not on any
+//! topic: `null` in the summary and "—" on the page, never 0.
 //!
 //! Nothing personal goes in: no user id, no data value, no subject_ref.
 //! Recipients, categories, rule ids, clauses, event ids and alert ids do.
@@ -68,6 +67,7 @@ struct Topics {
     events: FxHashSet<u64>,
     policies: BTreeMap<PolicyVersion, u64>,
     duplicates: u64,
+    undecoded: u64,
 }
 
 fn key64(s: &str) -> u64 {
@@ -144,6 +144,20 @@ impl Tally {
             .or_default();
         hour.0 += 1;
         hour.1 += u64::from(violated);
+        self.shared(policy, e, violated);
+        for v in &verdict.violations {
+            self.violation(v);
+        }
+        for s in &verdict.suppressed {
+            if s.exception_mode == Mode::Enforce {
+                *self.suppressed.entry(s.rule).or_default() += 1;
+            }
+        }
+    }
+
+    /// An event shared with its recipient: counted for the recipient and its
+    /// category, with the categories of data it carries.
+    fn shared(&mut self, policy: &Policy, e: &DataSharingEvent, violated: bool) {
         let category = self.categories.entry(e.recipient.category).or_default();
         category.count(violated);
         let taxonomy = &policy.taxonomy;
@@ -165,14 +179,6 @@ impl Tally {
                 .or_insert_with(|| (e.recipient.category, Share::default())),
         };
         recipient.1.count(violated);
-        for v in &verdict.violations {
-            self.violation(v);
-        }
-        for s in &verdict.suppressed {
-            if s.exception_mode == Mode::Enforce {
-                *self.suppressed.entry(s.rule).or_default() += 1;
-            }
-        }
     }
 
     /// A report of what the daemon wrote between `from` (included) and `to`
@@ -188,18 +194,31 @@ impl Tally {
                 events: FxHashSet::default(),
                 policies: BTreeMap::new(),
                 duplicates: 0,
+                undecoded: 0,
             }),
             ..Tally::default()
         }
     }
 
-    /// A record logged on the event topic at `t` (ms), within the period.
-    pub fn logged_event(&mut self, t: i64) {
+    /// An event logged on the event topic at `t` (ms), within the period:
+    /// counted for its recipient, its category and the categories of data
+    /// it carries, as `audit` counts a judged event.
+    pub fn logged_event(&mut self, policy: &Policy, t: i64, event: &DataSharingEvent) {
         self.events += 1;
         self.hours
             .entry(t.div_euclid(3_600_000) * 3_600_000)
             .or_default()
             .0 += 1;
+        self.shared(policy, event, false);
+    }
+
+    /// A record of the event topic, within the period, that does not decode
+    /// here (the daemon made it a dead letter, or its writer schema is not
+    /// known to this command).
+    pub fn undecoded_event(&mut self) {
+        if let Some(t) = &mut self.topics {
+            t.undecoded += 1;
+        }
     }
 
     /// A violation read from the violations topic, within the period.
@@ -295,10 +314,9 @@ impl Tally {
     /// The figures of the run: the `--summary-json` document, and what the
     /// page shows.
     pub fn summary(&self, policy: &Policy) -> Summary {
-        // From the topics, how many events each recipient received is not known.
+        let share = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+        // From the topics, what exceptions suppressed is not known.
         let known = self.topics.is_none();
-        let share =
-            |n: u64, of: u64| known.then_some(if of == 0 { 0.0 } else { n as f64 / of as f64 });
         let per_day = match (self.from, self.to) {
             (Some(f), Some(t)) => t.millis() - f.millis() > 3 * 86_400_000,
             _ => false,
@@ -321,7 +339,7 @@ impl Tally {
             .map(|(id, (category, s))| RecipientRow {
                 recipient_id: id.clone(),
                 category: *category,
-                events: known.then_some(s.events),
+                events: s.events,
                 events_with_violations: s.with_violations,
                 violation_share: share(s.with_violations, s.events),
             })
@@ -360,6 +378,7 @@ impl Tally {
                     .collect()
             }),
             duplicates_dropped: self.topics.as_ref().map(|t| t.duplicates),
+            undecoded_event_records: self.topics.as_ref().map(|t| t.undecoded),
             period: Period {
                 from: self.from,
                 to: self.to,
@@ -376,7 +395,7 @@ impl Tally {
                 .iter()
                 .map(|(c, s)| CategoryRow {
                     category: *c,
-                    events: known.then_some(s.events),
+                    events: s.events,
                     events_with_violations: s.with_violations,
                     violation_share: share(s.with_violations, s.events),
                     data_categories: s.data.iter().cloned().collect(),
@@ -446,6 +465,9 @@ pub struct Summary {
     pub policies_seen: Option<Vec<PolicySeen>>,
     /// From the topics: copies of violations already counted (same alert id), dropped.
     pub duplicates_dropped: Option<u64>,
+    /// From the topics: records of the event topic in the period that did
+    /// not decode here (dead letters, or writer schemas this command lacks).
+    pub undecoded_event_records: Option<u64>,
     pub period: Period,
     pub inputs: Inputs,
     pub recipient_categories: Vec<CategoryRow>,
@@ -486,9 +508,9 @@ pub struct Inputs {
 #[derive(Serialize)]
 pub struct CategoryRow {
     pub category: RecipientCategory,
-    pub events: Option<u64>,
+    pub events: u64,
     pub events_with_violations: u64,
-    pub violation_share: Option<f64>,
+    pub violation_share: f64,
     pub data_categories: Vec<String>,
 }
 
@@ -496,9 +518,9 @@ pub struct CategoryRow {
 pub struct RecipientRow {
     pub recipient_id: String,
     pub category: RecipientCategory,
-    pub events: Option<u64>,
+    pub events: u64,
     pub events_with_violations: u64,
-    pub violation_share: Option<f64>,
+    pub violation_share: f64,
 }
 
 #[derive(Serialize)]
@@ -579,6 +601,6 @@ mod tests {
         let s: serde_json::Value = serde_json::from_str(&first).unwrap();
         assert_eq!(s["duplicates_dropped"], 30);
         assert_eq!(s["inputs"]["events_with_violations"], 150);
-        assert!(s["recipients"][0]["events"].is_null() && s["suppressed"].is_null());
+        assert!(s["suppressed"].is_null());
     }
 }
