@@ -9,7 +9,7 @@ use shareaudit::codec::{DecodeError, avro, json};
 use shareaudit::config;
 use shareaudit::consent::ConsentTable;
 use shareaudit::model::{DataSharingEvent, Mode, Severity, Timestamp, redact};
-use shareaudit::policy::{Policy, format_finding};
+use shareaudit::policy::Policy;
 use shareaudit::report;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -285,20 +285,13 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         }
         None => None,
     };
-    let (loaded, _, policy_name) = match super::load_policy(
+    let Some(policy) = super::policy_for(
         args.policy.as_deref(),
         detected_at.unwrap_or_else(Timestamp::now),
-    ) {
-        Ok(x) => x,
-        Err(e) => {
-            eprint!("{e}");
-            return Ok(INPUT_ERROR);
-        }
+    ) else {
+        return Ok(INPUT_ERROR);
     };
-    for w in &loaded.warnings {
-        eprintln!("{}", format_finding(&policy_name, w));
-    }
-    let policy = Arc::new(loaded.policy);
+    let policy = Arc::new(policy);
     let schemas = avro::schemas()?;
     let mut summary = Summary::default();
 

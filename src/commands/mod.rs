@@ -19,6 +19,24 @@ pub const FOUND: i32 = 1;
 /// Usage or input error.
 pub const INPUT_ERROR: i32 = 2;
 
+/// The policy an offline command judges or reports with: its warnings
+/// printed; `None` when it is refused, its errors printed (the command
+/// then exits `INPUT_ERROR`).
+pub fn policy_for(path: Option<&Path>, now: Timestamp) -> Option<shareaudit::policy::Policy> {
+    match load_policy(path, now) {
+        Ok((loaded, _, name)) => {
+            for w in &loaded.warnings {
+                eprintln!("{}", shareaudit::policy::format_finding(&name, w));
+            }
+            Some(loaded.policy)
+        }
+        Err(e) => {
+            eprint!("{e}");
+            None
+        }
+    }
+}
+
 /// Loads a policy file, or the embedded default.
 pub fn load_policy(
     path: Option<&Path>,

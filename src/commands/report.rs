@@ -6,7 +6,7 @@
 //! logged. The period is by log time: a violation's `detected_at` is its
 //! event's log time.
 
-use super::{INPUT_ERROR, OK, load_policy};
+use super::{INPUT_ERROR, OK, policy_for};
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
 use shareaudit::codec::{DecodeError, wire};
@@ -15,7 +15,6 @@ use shareaudit::daemon::Schemas;
 use shareaudit::kafka::scan::scan;
 use shareaudit::model::DataSharingEvent;
 use shareaudit::model::Timestamp;
-use shareaudit::policy::format_finding;
 use shareaudit::report::{self, Tally};
 use std::time::Duration;
 
@@ -32,17 +31,9 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         eprintln!("shareaudit report: --to ({to}) must be after --from ({from})");
         return Ok(INPUT_ERROR);
     }
-    let (loaded, _, name) = match load_policy(args.policy.as_deref(), to) {
-        Ok(x) => x,
-        Err(e) => {
-            eprint!("{e}");
-            return Ok(INPUT_ERROR);
-        }
+    let Some(policy) = policy_for(args.policy.as_deref(), to) else {
+        return Ok(INPUT_ERROR);
     };
-    for w in &loaded.warnings {
-        eprintln!("{}", format_finding(&name, w));
-    }
-    let policy = loaded.policy;
     let settings = Settings::from_raw(RawSettings::secrets_from_env().merge(RawSettings {
         brokers: Some(args.brokers.clone()),
         librdkafka: args.librdkafka.iter().cloned().collect(),
