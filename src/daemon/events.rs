@@ -23,20 +23,19 @@ use crate::codec::{DecodeError, wire};
 use crate::config::Settings;
 use crate::kafka::admin::Topology;
 use crate::kafka::consent::ConsentSync;
+use crate::kafka::source::{EndProbe, Reached};
 use crate::kafka::{Output, Record};
 use crate::model::{DataSharingEvent, Source as EventSource, Timestamp, redact};
 use crate::policy::Policy;
 use crate::telemetry::Metrics;
+use futures::FutureExt;
+use rdkafka::error::KafkaError;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-/// A partition read to its end, with nothing in flight and nothing read for
-/// this long, is idle: its progress report holds no candidate back.
-const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// A partition whose records wait for the consent reader goes on being
 /// read into memory, up to this many records; then it is paused. A pause
@@ -50,8 +49,14 @@ pub struct EventStage {
     pub(super) schemas: Schemas,
     pub(super) policy: watch::Receiver<Arc<Policy>>,
     pub(super) topology: Topology,
-    /// Per assigned partition, when a record last came (or it was assigned).
-    pub(super) last_record: BTreeMap<i32, Instant>,
+    /// The partitions assigned, as the rebalances said.
+    pub(super) assigned: BTreeSet<i32>,
+    /// Bumped at every rebalance: an end probe asked before one says
+    /// nothing of the partitions now.
+    pub(super) epoch: u64,
+    /// The end probe under way (asked at the last commit interval), with
+    /// the epoch it was asked in.
+    pub(super) probe: Option<(u64, tokio::task::JoinHandle<Result<EndProbe, KafkaError>>)>,
     /// Held partitions: the records that wait for a writer schema, in order.
     pub(super) waiting: BTreeMap<i32, VecDeque<Record>>,
     /// Writer schemas being fetched, with the partitions that wait for each.
@@ -87,7 +92,6 @@ enum Judged {
 
 impl Stage for EventStage {
     fn record(&mut self, io: &mut StageIo, rec: Record) {
-        self.last_record.insert(rec.partition, Instant::now());
         let p = rec.partition;
         if let Some(queue) = self.waiting.get_mut(&p) {
             if queue.back().is_none_or(|last| rec.offset > last.offset) {
@@ -113,12 +117,13 @@ impl Stage for EventStage {
     }
 
     async fn rebalanced(&mut self, _io: &mut StageIo, changes: Vec<(i32, bool)>) {
+        self.epoch += 1;
         for (p, assigned) in changes {
             if assigned {
-                self.last_record.insert(p, Instant::now());
+                self.assigned.insert(p);
             } else {
                 // Records waiting were never begun: the next owner reads them.
-                self.last_record.remove(&p);
+                self.assigned.remove(&p);
                 self.waiting.remove(&p);
                 self.consent_held.remove(&p);
                 self.paused.remove(&p);
@@ -131,6 +136,20 @@ impl Stage for EventStage {
 
     fn tick(&mut self, io: &mut StageIo) {
         while self.fetches.try_join_next().is_some() {}
+        if self.probe.as_ref().is_some_and(|(_, h)| h.is_finished()) {
+            let answered = self.probe.take().and_then(|(epoch, h)| {
+                match h.now_or_never()? {
+                    Ok(Ok(probe)) if epoch == self.epoch => Some(probe),
+                    Ok(Ok(_)) => None, // a rebalance came between
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "end probe of the event partitions failed");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            });
+            self.report_progress(io, answered.as_ref());
+        }
         let held: Vec<i32> = self.consent_held.keys().copied().collect();
         for p in held {
             self.drain(io, p);
@@ -144,8 +163,16 @@ impl Stage for EventStage {
             .set(io.progress.lock().in_flight() as i64);
     }
 
+    /// Asks an end probe; its answer sends the progress reports (`tick`).
+    /// One still unanswered from the last interval (a slow broker) does not
+    /// hold the reports of event time back.
     fn committed(&mut self, io: &mut StageIo) {
-        self.report_progress(io);
+        if self.probe.is_some() {
+            self.report_progress(io, None);
+            return;
+        }
+        let ask = io.source.end_probe();
+        self.probe = Some((self.epoch, tokio::task::spawn_blocking(ask)));
     }
 
     fn woken(&mut self, io: &mut StageIo, id: u32) {
@@ -425,26 +452,29 @@ impl EventStage {
         }
     }
 
-    /// Tells the rate stage how far each partition of ours has come in
-    /// event time: every event up to the reported time has its candidate
-    /// acknowledged on the rate topic. A partition read to its end, with
-    /// nothing in flight and nothing read for a second, is idle and holds
-    /// nobody back.
-    fn report_progress(&mut self, io: &mut StageIo) {
+    /// Tells the rate stage how far each partition of ours has come: in
+    /// event time, every event up to the reported time has its candidate
+    /// acknowledged on the rate topic; with an end probe, every event
+    /// logged before the probe was asked has (`idle_through`), if this
+    /// member had come to the probe's end and finished with what it read.
+    fn report_progress(&mut self, io: &mut StageIo, probe: Option<&EndProbe>) {
         let mut reports = Vec::new();
-        for (&p, last) in &self.last_record {
-            let (in_flight, done) = {
-                let marks = io.progress.lock();
-                (marks.partition_in_flight(p), marks.done_time(p))
-            };
-            let idle = in_flight == 0
-                && !io.source.is_paused()
-                && !self.waiting.contains_key(&p)
-                && last.elapsed() >= IDLE_AFTER
-                && io.source.at_end(p);
-            let time = if idle { Some(i64::MAX) } else { done };
-            if let Some(t) = time {
-                reports.push((p, t));
+        {
+            let marks = io.progress.lock();
+            for &p in &self.assigned {
+                let idle_through = probe.and_then(|probe| {
+                    let finished =
+                        marks.partition_in_flight(p) == 0 && !self.waiting.contains_key(&p);
+                    match probe.reached(p, marks.done_through(p)) {
+                        Reached::Done => Some(probe.asked_at - 1),
+                        Reached::HandedOver if finished => Some(probe.asked_at - 1),
+                        _ => None,
+                    }
+                });
+                let done = marks.done_time(p);
+                if done.is_some() || idle_through.is_some() {
+                    reports.push((p, done.unwrap_or(i64::MIN), idle_through));
+                }
             }
         }
         for output in progress_outputs(&io.settings.topics.recipient_rate, self.topology, &reports)
@@ -455,13 +485,18 @@ impl EventStage {
 }
 
 /// The progress reports of one replica, to every partition of the rate topic.
-fn progress_outputs(topic: &str, topology: Topology, reports: &[(i32, i64)]) -> Vec<Output> {
+fn progress_outputs(
+    topic: &str,
+    topology: Topology,
+    reports: &[(i32, i64, Option<i64>)],
+) -> Vec<Output> {
     let mut out = Vec::with_capacity(reports.len() * topology.rate_partitions);
-    for &(source_partition, event_time) in reports {
+    for &(source_partition, event_time, idle_through) in reports {
         let payload = ProgressReport {
             source_partition,
             event_time,
             sources: topology.event_partitions,
+            idle_through,
         }
         .encode();
         for q in 0..topology.rate_partitions {

@@ -12,7 +12,7 @@ use super::stage::{Stage, StageIo};
 use crate::audit::decide_rate;
 use crate::kafka::restore::{Stored, read_partition};
 use crate::kafka::{Marks, Output, Record};
-use crate::model::{RuleId, Violation};
+use crate::model::{RuleId, Timestamp, Violation};
 use crate::policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ impl Stage for RateStage {
             }
         };
         let state = self.partitions.entry(rec.partition).or_default();
-        match state.arrive(rec.offset, v) {
+        match state.arrive(rec.offset, v, Timestamp::now().millis()) {
             Arrival::Duplicate => {
                 observed(io, "duplicate");
                 settle(io, rec.partition, Some(rec.offset), Vec::new());
@@ -153,9 +153,6 @@ impl RateStage {
         let mut ready = Vec::new();
         for (p, state) in self.partitions.iter_mut() {
             ready.extend(state.ready().into_iter().map(|r| (*p, r)));
-        }
-        if ready.is_empty() {
-            return;
         }
         for (p, r) in ready {
             let duplicate = self
@@ -274,7 +271,12 @@ impl RateStage {
             .into_iter()
             .map(|(o, headers, payload)| (o, read_item(&headers, payload.as_deref())))
             .collect();
-        let (state, replayed) = PartitionState::rebuild(records, committed, &self.policy());
+        let (state, replayed) = PartitionState::rebuild(
+            records,
+            committed,
+            &self.policy(),
+            Timestamp::now().millis(),
+        );
         observed_by(io, "restored", replayed);
         tracing::info!(
             partition,

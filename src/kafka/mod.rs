@@ -272,6 +272,14 @@ impl Marks {
             .and_then(Watermark::done_time)
     }
 
+    /// The offset below which every record of `partition` read in this
+    /// assignment has all its outputs acknowledged (the next to commit).
+    pub fn done_through(&self, partition: i32) -> Option<i64> {
+        self.by_partition
+            .get(&partition)
+            .and_then(Watermark::commit_offset)
+    }
+
     /// Whether anything of `partition` was read in this assignment.
     pub fn knows(&self, partition: i32) -> bool {
         self.by_partition.contains_key(&partition)

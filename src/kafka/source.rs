@@ -18,11 +18,54 @@ use rdkafka::consumer::{
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// One answer to [`Source::end_probe`].
+#[derive(Debug, Clone, Default)]
+pub struct EndProbe {
+    /// When the question was asked (ms, this process's clock).
+    pub asked_at: i64,
+    /// Per partition, its end offset at the broker's answer.
+    pub ends: BTreeMap<i32, i64>,
+    /// Per partition, the next offset this member hands over (read after the answer).
+    pub positions: BTreeMap<i32, i64>,
+}
+
+impl EndProbe {
+    /// Whether every record of `partition` logged before the probe was asked
+    /// has been handed over (`position` past the end) or is done by
+    /// the member's watermark (`done_through`, the next offset to commit).
+    pub fn reached(&self, partition: i32, done_through: Option<i64>) -> Reached {
+        let Some(&end) = self.ends.get(&partition) else {
+            return Reached::Unknown;
+        };
+        if done_through.is_some_and(|o| o >= end) {
+            Reached::Done
+        } else if self.positions.get(&partition).is_some_and(|&o| o >= end) {
+            Reached::HandedOver
+        } else {
+            Reached::Behind
+        }
+    }
+}
+
+/// How far a member had come at an end probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// The broker's answer said nothing of the partition.
+    Unknown,
+    /// Records logged before the probe are not all handed over yet.
+    Behind,
+    /// Every record logged before the probe was handed over (the stage
+    /// must still have finished with them).
+    HandedOver,
+    /// Every record logged before the probe has its outputs acknowledged.
+    Done,
+}
 
 pub struct SourceContext {
     progress: Arc<Progress>,
@@ -161,7 +204,8 @@ impl ConsumerContext for SourceContext {
 }
 
 pub struct Source {
-    consumer: StreamConsumer<SourceContext>,
+    /// Shared with the end probes, which run off the runtime.
+    consumer: Arc<StreamConsumer<SourceContext>>,
     topic: String,
 }
 
@@ -194,7 +238,7 @@ impl Source {
         let consumer: StreamConsumer<SourceContext> = c.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(Source {
-            consumer,
+            consumer: Arc::new(consumer),
             topic: topic.to_owned(),
         })
     }
@@ -374,30 +418,105 @@ impl Source {
         )
     }
 
-    /// Whether this member has read `partition` to its current end (the
-    /// next offset to read is the broker's high watermark). A partition it
-    /// has read nothing of since it was assigned has no position yet: the
-    /// group's commit, where it starts, stands for it, so that a partition
-    /// received already read to its end counts as idle.
-    pub fn at_end(&self, partition: i32) -> bool {
-        let Ok(positions) = self.consumer.position() else {
-            return false;
-        };
-        let next = match positions
-            .find_partition(&self.topic, partition)
-            .map(|e| e.offset())
-        {
-            Some(Offset::Offset(next)) => next,
-            _ => match self.committed_offset(partition, Duration::from_secs(1)) {
-                Ok(Some(next)) => next,
-                _ => return false,
-            },
-        };
-        self.end_offset(partition).is_some_and(|end| next >= end)
+    /// The question of an end probe of the assigned partitions, to be
+    /// asked off the runtime (it blocks for a round trip or two): the time
+    /// it was asked, the end of each partition then (ListOffsets, latest:
+    /// every record logged before that time lies below it), and afterwards
+    /// where this member stands in each. That is librdkafka's position
+    /// (the next offset it hands over, stepping over offsets that hold no
+    /// record), or, for a partition it has handed nothing of since it was
+    /// assigned, the group's commit, or with none the partition's start
+    /// (`auto.offset.reset` earliest, the default).
+    pub fn end_probe(&self) -> impl FnOnce() -> Result<EndProbe, KafkaError> + Send + 'static {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.topic.clone();
+        let partitions = self.assigned();
+        move || {
+            let ask = |offset: Offset| -> Result<TopicPartitionList, KafkaError> {
+                let mut tpl = TopicPartitionList::new();
+                for &p in &partitions {
+                    tpl.add_partition_offset(&topic, p, offset)?;
+                }
+                Ok(tpl)
+            };
+            let offsets = |tpl: &TopicPartitionList| -> BTreeMap<i32, i64> {
+                tpl.elements_for_topic(&topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            let question = ask(Offset::End)?;
+            let asked_at = crate::model::Timestamp::now().millis();
+            let ends = offsets(&consumer.offsets_for_times(question, Duration::from_secs(2))?);
+            let mut positions = consumer.position().map(|t| offsets(&t)).unwrap_or_default();
+            if partitions.iter().any(|p| !positions.contains_key(p)) {
+                let committed = consumer.committed(Duration::from_secs(2))?;
+                for (p, o) in offsets(&committed) {
+                    positions.entry(p).or_insert(o);
+                }
+            }
+            if partitions.iter().any(|p| !positions.contains_key(p)) {
+                let starts =
+                    consumer.offsets_for_times(ask(Offset::Beginning)?, Duration::from_secs(2))?;
+                for (p, o) in offsets(&starts) {
+                    positions.entry(p).or_insert(o);
+                }
+            }
+            positions.retain(|p, _| partitions.contains(p));
+            Ok(EndProbe {
+                asked_at,
+                ends,
+                positions,
+            })
+        }
     }
 
     /// Leaves the group (after the final commit).
     pub fn close(&self) {
         self.consumer.unsubscribe();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe() -> EndProbe {
+        EndProbe {
+            asked_at: 1_000,
+            ends: BTreeMap::from([(0, 10), (1, 10), (2, 0)]),
+            positions: BTreeMap::from([(0, 10), (1, 7), (2, 0)]),
+        }
+    }
+
+    #[test]
+    fn a_probe_is_reached_by_the_acknowledged_prefix_or_by_what_was_handed_over() {
+        let p = probe();
+        assert_eq!(p.reached(0, Some(10)), Reached::Done);
+        assert_eq!(
+            p.reached(0, Some(9)),
+            Reached::HandedOver,
+            "offset 9 not done yet"
+        );
+        assert_eq!(p.reached(0, None), Reached::HandedOver);
+        assert_eq!(
+            p.reached(1, Some(7)),
+            Reached::Behind,
+            "7, 8, 9 not handed over"
+        );
+        assert_eq!(
+            p.reached(1, Some(10)),
+            Reached::Done,
+            "a commit past the position"
+        );
+        assert_eq!(
+            p.reached(2, None),
+            Reached::HandedOver,
+            "an empty partition"
+        );
+        assert_eq!(p.reached(3, Some(100)), Reached::Unknown);
     }
 }

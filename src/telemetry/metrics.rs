@@ -218,7 +218,7 @@ impl Metrics {
             rate_pending: gauge(
                 &r,
                 "shareaudit_rate_pending_observations",
-                "Observations held by the recipient-rate stage until the grace period orders them",
+                "Observations held by the recipient-rate stage until every event partition has come past them",
             )?,
             consent_held: gauge(
                 &r,

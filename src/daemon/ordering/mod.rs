@@ -17,14 +17,18 @@
 //!   any order. So that the outcome is the one a single process judging
 //!   the stream in event-time order gets, whatever the number of replicas,
 //!   the stage judges a candidate only once every partition of the event
-//!   topic is known to have come past its event time: each replica reports,
-//!   to every partition of the rate topic, how far in event time each of
-//!   its event partitions is acknowledged (an idle partition holds nobody
-//!   back). Candidates are held until the least of those reports passes
-//!   them, then judged sorted by (event time, event id), as Flink's
-//!   watermarks order a stream. A candidate older than one already judged
-//!   (an event partition whose event times go backwards, or one that was
-//!   idle) is judged at once and counted as `late`.
+//!   topic is known to have come past it: each replica reports, to every
+//!   partition of the rate topic, how far in event time each of its event
+//!   partitions is acknowledged, and up to which log time it has read and
+//!   acknowledged everything the broker holds (from an end probe, as the
+//!   consent reader's). A partition has come past a candidate when its
+//!   event time has, or when it is read through the candidate's log time:
+//!   events are logged in event-time order, so nothing it yields later is
+//!   older. Candidates are held until every partition has come past them,
+//!   then judged sorted by (event time, event id), as Flink's watermarks
+//!   order a stream. A candidate older than one already judged (an event
+//!   partition whose event times go backwards, a producer that logs out of
+//!   event-time order) is judged at once and counted as `late`.
 //! - **Commits.** A held candidate holds its partition's watermark
 //!   (`Watermark::begin_held`); a judged one releases it with its output
 //!   (a violation) or none.
@@ -59,13 +63,20 @@ pub struct Checkpoint {
 }
 
 /// "Every event of `source_partition` up to `event_time` has its candidate
-/// on this topic" (`i64::MAX`: the partition is idle), from the replica
+/// on this topic", and, with `idle_through`, "every event of it logged at or
+/// before that time (ms) has its candidate on this topic", from the replica
 /// that owns it; `sources` is the number of event partitions.
+///
+/// The first form of the report said "idle" with `event_time` `i64::MAX`,
+/// until the partition's next report; that is read as no progress (see
+/// [`PartitionState::report`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressReport {
     pub source_partition: i32,
     pub event_time: i64,
     pub sources: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_through: Option<i64>,
 }
 
 impl ProgressReport {
@@ -117,6 +128,8 @@ pub type Key = (i64, String, i64);
 /// A candidate waiting for the watermark.
 pub struct Held {
     pub v: Violation,
+    /// Its event's log time, as the idle rule compares it (`log_time`).
+    pub log_time: i64,
     /// Below the group's commit: the previous owner judged it and its
     /// alerts were acknowledged, so it holds no offset of this owner's and
     /// its alerts (duplicates) are sent untracked.
@@ -141,13 +154,38 @@ pub enum Arrival {
     Held,
 }
 
+/// How far one event partition has come, from its reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    /// Every event up to this event time has its candidate here.
+    pub event_time: i64,
+    /// Every event logged at or before this time has its candidate here.
+    pub log_time: i64,
+}
+
+impl Reached {
+    /// Whether the partition has come past a candidate of event time `t`
+    /// logged at `logged`.
+    fn past(&self, t: i64, logged: i64) -> bool {
+        self.event_time >= t || self.log_time >= logged
+    }
+}
+
+/// The log time the idle rule takes for a candidate: its event's
+/// (`detected_at`), but never later than `now`, when the stage reads it
+/// (the event was logged before its candidate was): a producer's clock far
+/// ahead must not hold the stage until the stage's clock catches up.
+pub fn log_time(v: &Violation, now: i64) -> i64 {
+    v.detected_at.millis().min(now)
+}
+
 #[derive(Default)]
 pub struct PartitionState {
     pub windows: volume::RateWindows,
     /// Held candidates by (event time, event id, offset).
     pub held: BTreeMap<Key, Held>,
-    /// Per event partition, the latest event time reported done.
-    pub progress: BTreeMap<i32, i64>,
+    /// Per event partition, how far it is reported to have come.
+    pub progress: BTreeMap<i32, Reached>,
     /// How many event partitions there are (from the reports).
     pub sources: usize,
     /// The latest event time judged.
@@ -164,22 +202,25 @@ pub struct PartitionState {
 }
 
 impl PartitionState {
-    /// The event time every event partition has come past.
-    pub fn watermark(&self) -> i64 {
-        if self.sources == 0 || self.progress.len() < self.sources {
-            return i64::MIN;
-        }
-        self.progress.values().copied().min().unwrap_or(i64::MIN)
+    /// Whether every event partition has come past a candidate of event
+    /// time `t` logged at `logged`.
+    pub fn passed(&self, t: i64, logged: i64) -> bool {
+        self.sources > 0
+            && self.progress.len() >= self.sources
+            && self.progress.values().all(|r| r.past(t, logged))
     }
 
-    /// The held candidates the watermark has passed, in judging order.
+    /// The held candidates every event partition has come past, in judging
+    /// order: up to the first that some partition has not.
     pub fn ready(&mut self) -> Vec<Ready> {
-        let horizon = self.watermark();
         let mut out = Vec::new();
-        while let Some(entry) = self.held.first_entry() {
-            if entry.key().0 > horizon {
+        while let Some((key, h)) = self.held.first_key_value() {
+            if !self.passed(key.0, h.log_time) {
                 break;
             }
+            let Some(entry) = self.held.first_entry() else {
+                break;
+            };
             let offset = entry.key().2;
             let h = entry.remove();
             out.push(Ready {
@@ -190,21 +231,27 @@ impl PartitionState {
         out
     }
 
-    /// A progress report. Reports of one event partition only move
-    /// forward, except out of idleness (`i64::MAX`, "nothing to wait
-    /// for"): a partition that gets events again holds the watermark again.
+    /// A progress report. Both of a partition's marks only move forward:
+    /// what they say stays true. An `event_time` of `i64::MAX` is the
+    /// first form's "idle until my next report", which nothing here could
+    /// undo: it is read as no progress (during a rolling upgrade, an old
+    /// replica's idle partitions hold candidates until it is gone).
     pub fn report(&mut self, r: ProgressReport) {
         self.sources = self.sources.max(r.sources);
-        let t = self.progress.entry(r.source_partition).or_insert(i64::MIN);
-        *t = if *t == i64::MAX {
-            r.event_time
-        } else {
-            (*t).max(r.event_time)
-        };
+        let reached = self.progress.entry(r.source_partition).or_insert(Reached {
+            event_time: i64::MIN,
+            log_time: i64::MIN,
+        });
+        if r.event_time != i64::MAX {
+            reached.event_time = reached.event_time.max(r.event_time);
+        }
+        if let Some(t) = r.idle_through {
+            reached.log_time = reached.log_time.max(t);
+        }
     }
 
-    /// A candidate read at `offset` of this partition.
-    pub fn arrive(&mut self, offset: i64, v: Violation) -> Arrival {
+    /// A candidate read at `offset` of this partition, at `now` (ms).
+    pub fn arrive(&mut self, offset: i64, v: Violation, now: i64) -> Arrival {
         let t = v.occurred_at.millis();
         let replayed = self.restored_through.is_some_and(|through| t <= through);
         if replayed || self.judged.contains(&v.event_id) {
@@ -215,6 +262,7 @@ impl PartitionState {
             self.held.insert(
                 (t, v.event_id.clone(), offset),
                 Held {
+                    log_time: log_time(&v, now),
                     v,
                     committed: false,
                 },
@@ -276,7 +324,12 @@ impl PartitionState {
     ///   come again, after the candidates they vouch for.
     ///
     /// Returns the state and how many candidates were counted silently.
-    pub fn rebuild(records: Vec<(i64, Item)>, committed: i64, policy: &Policy) -> (Self, u64) {
+    pub fn rebuild(
+        records: Vec<(i64, Item)>,
+        committed: i64,
+        policy: &Policy,
+        now: i64,
+    ) -> (Self, u64) {
         let mut state = PartitionState::default();
         let through = records
             .iter()
@@ -315,7 +368,11 @@ impl PartitionState {
             }
             state.held.insert(
                 (v.occurred_at.millis(), v.event_id.clone(), offset),
-                Held { v, committed: true },
+                Held {
+                    log_time: log_time(&v, now),
+                    v,
+                    committed: true,
+                },
             );
         }
         (state, replayed)

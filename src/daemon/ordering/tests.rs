@@ -6,6 +6,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
+/// The stage's clock in these tests: later than every log time.
+const NOW: i64 = i64::MAX;
+
 fn candidate(event_id: &str, t: i64) -> Violation {
     Violation {
         alert_id: String::new(),
@@ -67,19 +70,16 @@ fn candidates_are_judged_in_event_time_order_whatever_the_interleaving() {
             let burst = rng.random_range(1..5).min(stream.len() - next[p]);
             for (t, id) in &stream[next[p]..next[p] + burst] {
                 offset += 1;
-                let arrival = state.arrive(offset, candidate(id, *t));
+                let arrival = state.arrive(offset, candidate(id, *t), NOW);
                 assert!(matches!(arrival, Arrival::Held), "{arrival:?}");
             }
             next[p] += burst;
-            let done = if next[p] == stream.len() {
-                i64::MAX
-            } else {
-                stream[next[p] - 1].0
-            };
+            // A partition read to its end is read through every log time.
             state.report(ProgressReport {
                 source_partition: p as i32,
-                event_time: done,
+                event_time: stream[next[p] - 1].0,
                 sources,
+                idle_through: (next[p] == stream.len()).then_some(NOW),
             });
             judged.extend(
                 state
@@ -93,41 +93,206 @@ fn candidates_are_judged_in_event_time_order_whatever_the_interleaving() {
     }
 }
 
+fn report(p: i32, event_time: i64, idle_through: Option<i64>) -> ProgressReport {
+    ProgressReport {
+        source_partition: p,
+        event_time,
+        sources: 2,
+        idle_through,
+    }
+}
+
 #[test]
 fn nothing_is_judged_before_every_event_partition_reported() {
     let mut state = PartitionState::default();
-    state.arrive(1, candidate("a", 5));
-    state.report(ProgressReport {
-        source_partition: 0,
-        event_time: 100,
-        sources: 2,
-    });
+    state.arrive(1, candidate("a", 5), NOW);
+    state.report(report(0, 100, None));
     assert!(state.ready().is_empty(), "partition 1 has not reported");
-    state.report(ProgressReport {
-        source_partition: 1,
-        event_time: 4,
-        sources: 2,
-    });
+    state.report(report(1, 4, None));
     assert!(state.ready().is_empty(), "partition 1 is not past 5 yet");
-    state.report(ProgressReport {
-        source_partition: 1,
-        event_time: 3,
-        sources: 2,
-    });
-    assert_eq!(state.watermark(), 4, "reports never go back");
-    state.report(ProgressReport {
-        source_partition: 1,
-        event_time: i64::MAX,
-        sources: 2,
-    });
+    state.report(report(1, 3, None));
+    assert_eq!(state.progress[&1].event_time, 4, "reports never go back");
+    // The first form's "idle" (i64::MAX until the next report) is no progress.
+    state.report(report(1, i64::MAX, None));
+    assert!(state.ready().is_empty());
+    state.report(report(1, 4, Some(4)));
+    assert!(state.ready().is_empty(), "read through log time 4, not 5");
+    state.report(report(1, 4, Some(5)));
+    assert_eq!(
+        state.ready().len(),
+        1,
+        "read through the candidate's log time"
+    );
+}
+
+/// Issue 14's idle partition: partition 1 was idle (read through log time
+/// 1,000), then an event (1,500) is logged on it, then one on partition 0
+/// (2,000), whose replica is faster. The first rule took an idle partition
+/// as past everything until its next report, and judged 2,000 first: the
+/// event of 1,500 came `late`. Now 2,000 waits for partition 1 to be read
+/// through its log time, and the two are judged in event-time order.
+#[test]
+fn an_idle_partition_holds_what_was_logged_after_it_was_read_through() {
+    let mut state = PartitionState::default();
+    state.report(report(1, i64::MIN, Some(1_000)));
+    assert!(matches!(
+        state.arrive(1, candidate("late-reader", 2_000), NOW),
+        Arrival::Held
+    ));
+    state.report(report(0, 2_000, Some(2_100)));
+    assert!(
+        state.ready().is_empty(),
+        "partition 1 is read through 1,000 only"
+    );
+    assert!(matches!(
+        state.arrive(2, candidate("idle-partition", 1_500), NOW),
+        Arrival::Held
+    ));
+    state.report(report(1, 1_500, Some(2_050)));
+    let judged: Vec<String> = state.ready().into_iter().map(|r| r.v.event_id).collect();
+    assert_eq!(judged, ["idle-partition", "late-reader"]);
+
+    // With no event on it, a newer probe of the idle partition releases.
+    let mut state = PartitionState::default();
+    state.report(report(1, i64::MIN, Some(1_000)));
+    state.arrive(1, candidate("c", 2_000), NOW);
+    state.report(report(0, 2_000, None));
+    assert!(state.ready().is_empty());
+    state.report(report(1, i64::MIN, Some(2_000)));
     assert_eq!(state.ready().len(), 1);
-    // Out of idleness, the partition holds the watermark again.
-    state.report(ProgressReport {
-        source_partition: 1,
-        event_time: 50,
-        sources: 2,
-    });
-    assert_eq!(state.watermark(), 50);
+}
+
+/// A candidate whose record's time is far ahead of the stage's clock (a
+/// producer's clock, or a hostile timestamp) is taken as logged when the
+/// stage read it: idle partitions release it once read through that.
+#[test]
+fn a_log_time_ahead_of_the_clock_is_taken_as_the_time_read() {
+    let mut state = PartitionState::default();
+    let mut v = candidate("ahead", 2_000);
+    v.detected_at = Timestamp(9_000_000_000_000);
+    state.arrive(1, v, 3_000);
+    state.report(report(0, 2_000, None));
+    state.report(report(1, i64::MIN, Some(2_999)));
+    assert!(state.ready().is_empty());
+    state.report(report(1, i64::MIN, Some(3_000)));
+    assert_eq!(state.ready().len(), 1);
+}
+
+/// Events logged in event-time order on three partitions, each partition
+/// idle for long stretches (the traffic moves between them), read by
+/// replicas at their own pace, reporting at random moments with end
+/// probes: every candidate is judged in event-time order, none is `late`,
+/// and each as soon as every partition came past it.
+#[test]
+fn partitions_that_go_idle_and_wake_up_never_make_a_candidate_late() {
+    let sources = 3usize;
+    for seed in 0..200 {
+        let mut rng = StdRng::seed_from_u64(seed);
+        // The log: (log time = event time, partition), in logging order.
+        let mut log: Vec<(i64, usize)> = Vec::new();
+        let mut t = 0i64;
+        let mut hot = 0usize;
+        for _ in 0..240 {
+            if rng.random_bool(0.1) {
+                hot = rng.random_range(0..sources);
+            }
+            t += rng.random_range(1..50);
+            let p = if rng.random_bool(0.9) {
+                hot
+            } else {
+                rng.random_range(0..sources)
+            };
+            log.push((t, p));
+        }
+        let per: Vec<Vec<i64>> = (0..sources)
+            .map(|p| log.iter().filter(|e| e.1 == p).map(|e| e.0).collect())
+            .collect();
+        let mut logged = 0usize; // how much of `log` the broker holds
+        let mut read = vec![0usize; sources]; // per partition, events its replica read
+        // What each replica has sent the rate topic and the stage has not read.
+        let mut queues: Vec<VecDeque<Item>> = (0..sources).map(|_| VecDeque::new()).collect();
+        let mut state = PartitionState::default();
+        let mut judged = Vec::new();
+        let mut offset = 0i64;
+        loop {
+            let now = if logged == 0 { 0 } else { log[logged - 1].0 };
+            let all_read = (0..sources).all(|p| read[p] == per[p].len());
+            if logged == log.len() && all_read && queues.iter().all(VecDeque::is_empty) {
+                break;
+            }
+            match rng.random_range(0..4) {
+                0 if logged < log.len() => logged += 1,
+                1 => {
+                    // A replica reads one event logged so far on its partition.
+                    let p = rng.random_range(0..sources);
+                    let available = per[p].iter().filter(|&&e| e <= now).count();
+                    if read[p] < available {
+                        let e = per[p][read[p]];
+                        read[p] += 1;
+                        queues[p].push_back(Item::Candidate(Box::new(candidate(
+                            &format!("e-{e:06}"),
+                            e,
+                        ))));
+                    }
+                }
+                2 => {
+                    // A replica reports: event time done, and, if it has read
+                    // everything logged so far, an end probe asked now.
+                    let p = rng.random_range(0..sources);
+                    let available = per[p].iter().filter(|&&e| e <= now).count();
+                    queues[p].push_back(Item::Progress(ProgressReport {
+                        source_partition: p as i32,
+                        event_time: if read[p] == 0 {
+                            i64::MIN
+                        } else {
+                            per[p][read[p] - 1]
+                        },
+                        sources,
+                        idle_through: (read[p] == available).then_some(now),
+                    }));
+                }
+                _ => {
+                    // The stage reads the next record some replica sent.
+                    let p = rng.random_range(0..sources);
+                    if let Some(item) = queues[p].pop_front() {
+                        offset += 1;
+                        match item {
+                            Item::Candidate(v) => {
+                                let arrival = state.arrive(offset, *v, NOW);
+                                assert!(
+                                    matches!(arrival, Arrival::Held),
+                                    "seed {seed}: {arrival:?}"
+                                );
+                            }
+                            Item::Progress(r) => state.report(r),
+                            _ => {}
+                        }
+                        for r in state.ready() {
+                            state.judged(r.v.occurred_at.millis(), &r.v.event_id, 1 << 40);
+                            judged.push(r.v.occurred_at.millis());
+                        }
+                    }
+                }
+            }
+            // Once everything is logged and read, the replicas report at the end.
+            if logged == log.len()
+                && all_read
+                && queues.iter().all(VecDeque::is_empty)
+                && !state.held.is_empty()
+            {
+                for (p, q) in queues.iter_mut().enumerate() {
+                    q.push_back(Item::Progress(ProgressReport {
+                        source_partition: p as i32,
+                        event_time: per[p].last().copied().unwrap_or(i64::MIN),
+                        sources,
+                        idle_through: Some(now),
+                    }));
+                }
+            }
+        }
+        let want: Vec<i64> = log.iter().map(|e| e.0).collect();
+        assert_eq!(judged, want, "seed {seed}");
+    }
 }
 
 /// The rate topic as the producers fill it, and the members that read it.
@@ -163,8 +328,9 @@ impl Log {
             left[p] -= burst;
             pending.push_back(Item::Progress(ProgressReport {
                 source_partition: p as i32,
-                event_time: if left[p] == 0 { i64::MAX } else { clock[p] },
+                event_time: clock[p],
                 sources,
+                idle_through: (left[p] == 0).then_some(NOW),
             }));
         }
         Log {
@@ -217,7 +383,7 @@ impl Member {
     fn read(&mut self, log: &Log, policy: &Policy) {
         let offset = self.next as i64;
         match log.item(self.next) {
-            Item::Candidate(v) => match self.state.arrive(offset, *v) {
+            Item::Candidate(v) => match self.state.arrive(offset, *v, NOW) {
                 Arrival::Held => {
                     self.unjudged.insert(offset);
                 }
@@ -324,8 +490,8 @@ fn a_new_owner_goes_on_exactly_where_a_killed_one_stopped() {
                 .map(|o| (o as i64, log.item(o)))
                 .collect()
         };
-        let (state, _) = PartitionState::rebuild(records(&log), committed, &policy);
-        let (blind, _) = PartitionState::rebuild(records(&log), i64::MAX, &policy);
+        let (state, _) = PartitionState::rebuild(records(&log), committed, &policy, NOW);
+        let (blind, _) = PartitionState::rebuild(records(&log), i64::MAX, &policy, NOW);
         let mut second = Member::new(state, committed as usize);
         let mut second_blind = Member::new(blind, committed as usize);
         log.grow(total);
