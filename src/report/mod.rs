@@ -298,12 +298,25 @@ impl Tally {
                 r.examples.push(example());
             }
             if rule == RuleId::VolumeRecipientRate {
-                if self.topics.is_some() || self.rate_windows.len() < RATE_WINDOWS {
-                    self.rate_windows.push(RateWindow {
-                        recipient_id: v.recipient_id.clone(),
-                        occurred_at: v.occurred_at,
-                        alert_id: v.alert_id.clone(),
-                    });
+                let window = RateWindow {
+                    recipient_id: v.recipient_id.clone(),
+                    occurred_at: v.occurred_at,
+                    alert_id: v.alert_id.clone(),
+                };
+                if self.topics.is_some() {
+                    // The earliest RATE_WINDOWS in event-time order (read
+                    // order depends on the replicas), kept sorted and no more.
+                    let key = |w: &RateWindow| (w.occurred_at, w.alert_id.clone());
+                    let at = self.rate_windows.partition_point(|w| key(w) < key(&window));
+                    if at < RATE_WINDOWS {
+                        self.rate_windows.insert(at, window);
+                    }
+                    if self.rate_windows.len() > RATE_WINDOWS || at >= RATE_WINDOWS {
+                        self.rate_windows.truncate(RATE_WINDOWS);
+                        self.rate_windows_more += 1;
+                    }
+                } else if self.rate_windows.len() < RATE_WINDOWS {
+                    self.rate_windows.push(window);
                 } else {
                     self.rate_windows_more += 1;
                 }
@@ -350,16 +363,7 @@ impl Tally {
                 .then(b.events.cmp(&a.events))
                 .then(a.recipient_id.cmp(&b.recipient_id))
         });
-        // From the topics, every window was kept: listed in event-time order,
-        // the earliest RATE_WINDOWS (read order depends on the replicas).
-        let mut rate_windows = self.rate_windows.clone();
-        let mut more = 0;
-        if self.topics.is_some() {
-            rate_windows
-                .sort_by(|a, b| (a.occurred_at, &a.alert_id).cmp(&(b.occurred_at, &b.alert_id)));
-            more = rate_windows.len().saturating_sub(RATE_WINDOWS) as u64;
-            rate_windows.truncate(RATE_WINDOWS);
-        }
+        let rate_windows = &self.rate_windows;
         Summary {
             shareaudit_version: env!("CARGO_PKG_VERSION").to_owned(),
             source: self
@@ -429,7 +433,7 @@ impl Tally {
                 })
                 .collect(),
             rate_windows: rate_windows.clone(),
-            rate_windows_not_listed: self.rate_windows_more + more,
+            rate_windows_not_listed: self.rate_windows_more,
             shadow: self.shadow.iter().map(|(r, n)| (r.as_str(), *n)).collect(),
             exceptions: policy
                 .exceptions
@@ -602,5 +606,45 @@ mod tests {
         assert_eq!(s["duplicates_dropped"], 30);
         assert_eq!(s["inputs"]["events_with_violations"], 150);
         assert!(s["suppressed"].is_null());
+    }
+
+    /// From the topics, the listed rate windows are the earliest
+    /// `RATE_WINDOWS` in event-time order, whatever the read order, and no
+    /// more are ever kept: a flood of rate alerts costs no memory.
+    #[test]
+    fn a_report_from_the_topics_keeps_the_earliest_rate_windows_and_no_more() {
+        let policy = crate::policy::load_default(Timestamp(0)).unwrap().policy;
+        let base: Violation =
+            serde_json::from_str(include_str!("../../tests/fixtures/violation-full.json")).unwrap();
+        let mut written: Vec<Violation> = (0..RATE_WINDOWS as i64 + 250)
+            .map(|i| {
+                let mut v = base.clone();
+                v.event_id = format!("e-{i}");
+                v.rule_id = "volume.recipient_rate".into();
+                v.alert_id = format!("{:032x}", i);
+                v.occurred_at = Timestamp(1_700_000_000_000 + i * 1_000);
+                v.detected_at = v.occurred_at;
+                v
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        written.shuffle(&mut rng);
+        let mut t = Tally::over(Timestamp(0), Timestamp(i64::MAX / 2), "t".into());
+        for v in &written {
+            t.written(v);
+            assert!(t.rate_windows.len() <= RATE_WINDOWS);
+        }
+        let s = t.summary(&policy);
+        assert_eq!(s.rate_windows.len(), RATE_WINDOWS);
+        assert_eq!(s.rate_windows_not_listed, 250);
+        let listed: Vec<i64> = s
+            .rate_windows
+            .iter()
+            .map(|w| w.occurred_at.millis())
+            .collect();
+        let want: Vec<i64> = (0..RATE_WINDOWS as i64)
+            .map(|i| 1_700_000_000_000 + i * 1_000)
+            .collect();
+        assert_eq!(listed, want);
     }
 }
