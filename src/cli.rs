@@ -155,11 +155,8 @@ pub struct RunArgs {
     /// Frame Avro violations in the Confluent format with this schema id.
     #[arg(long)]
     pub violation_schema_id: Option<u32>,
-    #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
-    pub schema_registry_url: Option<String>,
-    /// A Confluent schema id known without a registry (repeatable): --schema-id 1=schemas/DataSharingEvent.avsc
-    #[arg(long = "schema-id", value_name = "ID=FILE", value_parser = parse_schema_id)]
-    pub schema_ids: Vec<(u32, PathBuf)>,
+    #[command(flatten)]
+    pub schemas: SchemaArgs,
     /// The policy file (watched, and reloaded on SIGHUP); the embedded default when not given.
     #[arg(long, env = "SHAREAUDIT_POLICY")]
     pub policy: Option<PathBuf>,
@@ -200,8 +197,8 @@ impl RunArgs {
             },
             output_format: self.output_format.clone(),
             violation_schema_id: self.violation_schema_id,
-            schema_registry_url: self.schema_registry_url.clone(),
-            schema_ids: self.schema_ids.iter().cloned().collect(),
+            schema_registry_url: self.schemas.schema_registry_url.clone(),
+            schema_ids: self.schemas.schema_ids.iter().cloned().collect(),
             policy: self.policy.clone(),
             hmac_key_file: self.hmac_key_file.clone(),
             listen: self.listen.clone(),
@@ -214,6 +211,18 @@ impl RunArgs {
             ..Default::default()
         }
     }
+}
+
+/// Where the writer schemas of Confluent-framed records come from: `run`
+/// and `report` read the same topics the same way.
+#[derive(Debug, Args, Default)]
+pub struct SchemaArgs {
+    /// A Confluent schema registry, asked for writer schemas by id.
+    #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
+    pub schema_registry_url: Option<String>,
+    /// A Confluent schema id known without a registry (repeatable): --schema-id 1=schemas/DataSharingEvent.avsc
+    #[arg(long = "schema-id", value_name = "ID=FILE", value_parser = parse_schema_id)]
+    pub schema_ids: Vec<(u32, PathBuf)>,
 }
 
 fn parse_schema_id(s: &str) -> Result<(u32, PathBuf), String> {
@@ -274,12 +283,8 @@ pub struct ReportArgs {
     /// Give up reading a topic after this long.
     #[arg(long, default_value_t = 3600)]
     pub timeout_seconds: u64,
-    /// Where the events' writer schemas come from (Confluent framing), as for `run`.
-    #[arg(long, env = "SHAREAUDIT_SCHEMA_REGISTRY_URL")]
-    pub schema_registry_url: Option<String>,
-    /// A Confluent schema id mapped to a local schema file (repeatable), as for `run`.
-    #[arg(long = "schema-id", value_name = "ID=FILE", value_parser = parse_schema_id)]
-    pub schema_ids: Vec<(u32, PathBuf)>,
+    #[command(flatten)]
+    pub schemas: SchemaArgs,
     /// librdkafka properties for the consumers (repeatable): TLS, SASL.
     #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = shareaudit::config::parse_property)]
     pub librdkafka: Vec<(String, String)>,

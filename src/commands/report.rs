@@ -37,8 +37,8 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     let settings = Settings::from_raw(RawSettings::secrets_from_env().merge(RawSettings {
         brokers: Some(args.brokers.clone()),
         librdkafka: args.librdkafka.iter().cloned().collect(),
-        schema_registry_url: args.schema_registry_url.clone(),
-        schema_ids: args.schema_ids.iter().cloned().collect(),
+        schema_registry_url: args.schemas.schema_registry_url.clone(),
+        schema_ids: args.schemas.schema_ids.iter().cloned().collect(),
         ..RawSettings::default()
     }))
     .map_err(|e| anyhow::anyhow!("{e}"))?;
