@@ -300,13 +300,46 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
     let n = names("one");
     create_topics(&n);
     let expected = generate(&n, 20_000, 12, 101, dir.path());
-    let (want, dead) = expectations(&expected);
+    let (want, mut dead) = expectations(&expected);
+    // Two events that decode but that the daemon refuses to judge (dead
+    // letters): one dated far ahead, one whose data category the policy's
+    // taxonomy lacks. The report counts them as refused.
+    let mut future: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/event-full.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut refused = Vec::new();
+    for (user, at, category, class) in [
+        (
+            "u-future",
+            "2099-01-01T00:00:00Z",
+            "contact.recipient_name",
+            "future_event_time",
+        ),
+        (
+            "u-unknown-category",
+            "2026-11-20T10:15:30+08:00",
+            "contact.telepathy",
+            "invalid",
+        ),
+    ] {
+        future["event_id"] = format!("{user}-1").into();
+        future["subject"]["user_id"] = user.into();
+        future["occurred_at"] = at.into();
+        future["data"][0]["category"] = category.into();
+        refused.push((user.to_owned(), serde_json::to_vec(&future).unwrap()));
+        dead.insert(user.to_owned(), class.to_owned());
+    }
+    produce(&n.events, &refused);
 
     let policy = dir.path().join("policy.yaml");
     std::fs::write(&policy, shareaudit::policy::DEFAULT_POLICY).unwrap();
     let mut d = start_with(&n, dir.path(), &["--policy", policy.to_str().unwrap()]);
     d.wait_for("every record judged", Duration::from_secs(240), |d| {
-        d.sum("shareaudit_events_total", None) as usize == 20_012
+        d.sum("shareaudit_events_total", None) as usize == 20_014
     });
     // SIGHUP reloads the policy.
     let _ = Command::new("kill")
@@ -382,7 +415,11 @@ fn twenty_thousand_events_through_one_daemon_with_poison_and_metrics_that_agree(
 
     // The compliance report of the period, from what the daemon wrote.
     let summary = report_of(&n, dir.path(), "2000-01-01T00:00:00Z", None, &[]);
-    report_agrees(&summary, &want, dead.len(), 20_012);
+    report_agrees(&summary, &want, dead.len(), 20_014);
+    assert_eq!(
+        summary["refused_event_records"], 2,
+        "the two refused events"
+    );
     // Kept for scripts/report-browser.sh, which renders it in chromium.
     let keep = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/report/topics");
     std::fs::create_dir_all(&keep).unwrap();
@@ -485,7 +522,12 @@ fn report_agrees(
     assert_eq!(summary["inputs"]["events_with_violations"], events.len());
     assert_eq!(summary["inputs"]["events_judged"], records - dead);
     assert_eq!(summary["inputs"]["invalid_records"], dead);
-    assert_eq!(summary["undecoded_event_records"], dead);
+    assert_eq!(
+        summary["undecoded_event_records"].as_u64().unwrap()
+            + summary["refused_event_records"].as_u64().unwrap(),
+        dead as u64,
+        "every dead letter is a record that does not decode or that is refused"
+    );
     let recipients = summary["recipients"].as_array().unwrap();
     let with: u64 = recipients
         .iter()

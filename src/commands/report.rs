@@ -9,6 +9,7 @@
 use super::{INPUT_ERROR, OK, policy_for};
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
+use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, wire};
 use shareaudit::config::{RawSettings, Settings};
 use shareaudit::daemon::Schemas;
@@ -16,6 +17,7 @@ use shareaudit::kafka::scan::scan;
 use shareaudit::model::DataSharingEvent;
 use shareaudit::model::Timestamp;
 use shareaudit::report::{self, Tally};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run(args: &ReportArgs) -> Result<i32> {
@@ -34,6 +36,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     let Some(policy) = policy_for(args.policy.as_deref(), to) else {
         return Ok(INPUT_ERROR);
     };
+    let policy = Arc::new(policy);
     let settings = Settings::from_raw(RawSettings::secrets_from_env().merge(RawSettings {
         brokers: Some(args.brokers.clone()),
         librdkafka: args.librdkafka.iter().cloned().collect(),
@@ -75,6 +78,12 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         },
     )
     .with_context(|| format!("reading {}", args.violations_topic))?;
+    // What the daemon refuses after decoding it made a dead letter, not a
+    // judged event: the engine's checks (no consent state is needed for
+    // them, nor the key: its verdict is not used) and the future-time check
+    // against the record's log time, with the daemon's default skew.
+    let mut engine = Engine::new(Arc::clone(&policy), b"report: refusals only");
+    let skew = settings.max_future_skew.as_millis() as i64;
     let mut event = DataSharingEvent::empty();
     scan(
         &settings,
@@ -89,8 +98,23 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
                 decode(p, &schemas, &runtime, &mut event).is_ok()
                     && event.problems().into_result().is_ok()
             });
-            if decoded {
-                tally.logged_event(&policy, t.unwrap_or_default(), &event);
+            let logged = Timestamp(t.unwrap_or_default());
+            let refused = decoded
+                && (too_far_ahead(&event, logged, skew).is_some()
+                    || engine
+                        .audit(
+                            &event,
+                            None,
+                            &AuditContext {
+                                detected_at: logged,
+                                source: None,
+                            },
+                        )
+                        .is_err());
+            if refused {
+                tally.refused_event();
+            } else if decoded {
+                tally.logged_event(&policy, logged.millis(), &event);
             } else {
                 tally.undecoded_event();
             }
@@ -111,6 +135,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
 
     let figures = tally.summary(&policy);
     let undecoded = figures.undecoded_event_records.unwrap_or(0);
+    let refused = figures.refused_event_records.unwrap_or(0);
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&figures)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -120,7 +145,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     eprintln!(
-        "shareaudit report: {from} to {to}: {} events ({undecoded} records that do not decode), {} with violations, {} dead letters, {} consent records; {} violations read ({} copies dropped, {unreadable} records of {} unreadable)",
+        "shareaudit report: {from} to {to}: {} events ({undecoded} records that do not decode, {refused} refused), {} with violations, {} dead letters, {} consent records; {} violations read ({} copies dropped, {unreadable} records of {} unreadable)",
         figures.inputs.events_judged,
         figures.inputs.events_with_violations,
         dead,

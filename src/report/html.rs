@@ -131,7 +131,8 @@ pub fn html(s: &Summary) -> String {
             "<p>来自守护进程写入的主题：违规取自告警主题，事件取自事件主题并重新解码计数；被例外抑制的违规不在任何主题上，记为 “—”。期间按事件记录的日志时间（即违规的 detected_at）计。\
 <span class=\"en\">From what the daemon wrote: the violations from the violations topic, the events from the event topic, decoded again to be counted; what exceptions suppressed is on no topic (shown “—”). The period is by the events' log time (a violation's detected_at).</span> \
 重复写入的违规（同一 alert_id）已去重：{} <span class=\"en\">Violations written twice (same alert id), counted once: {}</span>；\
-无法解码的事件记录：{} <span class=\"en\">event records that do not decode: {}</span></p>\n\
+无法解码的事件记录：{} <span class=\"en\">event records that do not decode: {}</span>；\
+解码后被拒绝判定的事件记录（死信）：{} <span class=\"en\">event records that decode but are refused (dead letters): {}</span></p>\n\
 <p>判定这些违规的政策版本 <span class=\"en\">Policies that judged these violations</span>: {}</p>\n",
             fig("duplicates_dropped", s.duplicates_dropped.unwrap_or(0)),
             s.duplicates_dropped.unwrap_or(0),
@@ -140,6 +141,11 @@ pub fn html(s: &Summary) -> String {
                 s.undecoded_event_records.unwrap_or(0)
             ),
             s.undecoded_event_records.unwrap_or(0),
+            fig(
+                "refused_event_records",
+                s.refused_event_records.unwrap_or(0)
+            ),
+            s.refused_event_records.unwrap_or(0),
             if seen.is_empty() {
                 "—".to_owned()
             } else {

@@ -68,6 +68,7 @@ struct Topics {
     policies: BTreeMap<PolicyVersion, u64>,
     duplicates: u64,
     undecoded: u64,
+    refused: u64,
 }
 
 fn key64(s: &str) -> u64 {
@@ -195,6 +196,7 @@ impl Tally {
                 policies: BTreeMap::new(),
                 duplicates: 0,
                 undecoded: 0,
+                refused: 0,
             }),
             ..Tally::default()
         }
@@ -218,6 +220,15 @@ impl Tally {
     pub fn undecoded_event(&mut self) {
         if let Some(t) = &mut self.topics {
             t.undecoded += 1;
+        }
+    }
+
+    /// A record of the event topic, within the period, that decodes but
+    /// that the daemon refuses to judge (the engine's checks, an event time
+    /// far ahead of its log time): the daemon made it a dead letter.
+    pub fn refused_event(&mut self) {
+        if let Some(t) = &mut self.topics {
+            t.refused += 1;
         }
     }
 
@@ -383,6 +394,7 @@ impl Tally {
             }),
             duplicates_dropped: self.topics.as_ref().map(|t| t.duplicates),
             undecoded_event_records: self.topics.as_ref().map(|t| t.undecoded),
+            refused_event_records: self.topics.as_ref().map(|t| t.refused),
             period: Period {
                 from: self.from,
                 to: self.to,
@@ -472,6 +484,9 @@ pub struct Summary {
     /// From the topics: records of the event topic in the period that did
     /// not decode here (dead letters, or writer schemas this command lacks).
     pub undecoded_event_records: Option<u64>,
+    /// From the topics: records of the event topic in the period that
+    /// decoded but that the daemon refuses to judge (dead letters too).
+    pub refused_event_records: Option<u64>,
     pub period: Period,
     pub inputs: Inputs,
     pub recipient_categories: Vec<CategoryRow>,
