@@ -21,6 +21,20 @@ fn brokers() -> String {
         .expect("SHAREAUDIT_E2E_BROKERS: run these through scripts/e2e.sh")
 }
 
+/// (event_id, rule_id) of each violation in JSON lines (the offline audit's output).
+fn violation_pairs(lines: &[u8]) -> BTreeSet<(String, String)> {
+    String::from_utf8_lossy(lines)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["event_id"].as_str().unwrap().to_owned(),
+                v["rule_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Unique topic names and group for one test.
 struct Names {
     events: String,
@@ -654,17 +668,7 @@ fn stream(dir: &Path, count: usize, seed: u64, policy: &Path) -> Stream {
         Some(1),
         "the offline audit finds violations"
     );
-    let truth = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["event_id"].as_str().unwrap().to_owned(),
-                v["rule_id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let truth = violation_pairs(&out.stdout);
     let lines = |p: &Path| -> Vec<(serde_json::Value, Vec<u8>)> {
         std::fs::read_to_string(p)
             .unwrap()
@@ -2285,17 +2289,7 @@ fn an_older_event_on_an_idle_partition_is_counted_before_a_newer_one_read_first(
         .stderr(Stdio::null())
         .output()
         .unwrap();
-    let truth: BTreeSet<(String, String)> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (
-                v["event_id"].as_str().unwrap().to_owned(),
-                v["rule_id"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let truth: BTreeSet<(String, String)> = violation_pairs(&out.stdout);
     let crossing = ("idle-newer".to_owned(), "volume.recipient_rate".to_owned());
     assert!(truth.contains(&crossing), "the offline truth: {truth:?}");
     let (got, _) = alerts_reach(&n, &truth, Duration::from_secs(30));

@@ -234,17 +234,11 @@ impl ConsentReader {
             }
             let asked_at = Timestamp::now().millis();
             let answer = consumer.offsets_for_times(tpl, Duration::from_secs(2))?;
-            let offsets = |tpl: &TopicPartitionList| -> Vec<(i32, i64)> {
-                tpl.elements_for_topic(&topic)
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
-                        _ => None,
-                    })
-                    .collect()
-            };
-            let ends = offsets(&answer);
-            let positions = consumer.position().map(|t| offsets(&t)).unwrap_or_default();
+            let ends = super::offsets(&answer, &topic).collect();
+            let positions = consumer
+                .position()
+                .map(|t| super::offsets(&t, &topic).collect())
+                .unwrap_or_default();
             Ok(Probe {
                 asked_at,
                 ends,

@@ -550,6 +550,20 @@ pub fn escape_name(name: &[u8]) -> String {
 }
 
 /// Sets `key` unless the operator's passthrough already did.
+/// The offsets of `topic` in a list the broker answered, partition by
+/// partition, leaving out those it answered with an error or no offset.
+fn offsets<'a>(
+    tpl: &'a rdkafka::TopicPartitionList,
+    topic: &'a str,
+) -> impl Iterator<Item = (i32, i64)> + 'a {
+    tpl.elements_for_topic(topic)
+        .into_iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+            _ => None,
+        })
+}
+
 pub fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {
         c.set(key, value);

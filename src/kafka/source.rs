@@ -440,13 +440,7 @@ impl Source {
                 Ok(tpl)
             };
             let offsets = |tpl: &TopicPartitionList| -> BTreeMap<i32, i64> {
-                tpl.elements_for_topic(&topic)
-                    .iter()
-                    .filter_map(|e| match e.offset() {
-                        Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
-                        _ => None,
-                    })
-                    .collect()
+                super::offsets(tpl, &topic).collect()
             };
             let question = ask(Offset::End)?;
             let asked_at = crate::model::Timestamp::now().millis();
