@@ -57,6 +57,8 @@ pub struct EventStage {
     /// The end probe under way (asked at the last commit interval), with
     /// the epoch it was asked in.
     pub(super) probe: Option<(u64, tokio::task::JoinHandle<Result<EndProbe, KafkaError>>)>,
+    /// End probes failed in a row (logged at 1, 2, 4, … of them).
+    pub(super) probe_failures: u64,
     /// Held partitions: the records that wait for a writer schema, in order.
     pub(super) waiting: BTreeMap<i32, VecDeque<Record>>,
     /// Writer schemas being fetched, with the partitions that wait for each.
@@ -138,14 +140,26 @@ impl Stage for EventStage {
         while self.fetches.try_join_next().is_some() {}
         if self.probe.as_ref().is_some_and(|(_, h)| h.is_finished()) {
             let answered = self.probe.take().and_then(|(epoch, h)| {
+                let failed = |failures: &mut u64, error: &dyn std::fmt::Display| {
+                    *failures += 1;
+                    if failures.is_power_of_two() {
+                        tracing::warn!(%error, failures = *failures, "end probe of the event partitions failed; idle partitions hold volume.recipient_rate until one succeeds");
+                    }
+                };
                 match h.now_or_never()? {
-                    Ok(Ok(probe)) if epoch == self.epoch => Some(probe),
-                    Ok(Ok(_)) => None, // a rebalance came between
+                    Ok(Ok(probe)) => {
+                        self.probe_failures = 0;
+                        // A rebalance came between: it says nothing of the partitions now.
+                        (epoch == self.epoch).then_some(probe)
+                    }
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "end probe of the event partitions failed");
+                        failed(&mut self.probe_failures, &e);
                         None
                     }
-                    Err(_) => None,
+                    Err(e) => {
+                        failed(&mut self.probe_failures, &e);
+                        None
+                    }
                 }
             });
             self.report_progress(io, answered.as_ref());

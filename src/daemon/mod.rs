@@ -400,6 +400,7 @@ impl EventStart {
             assigned: BTreeSet::new(),
             epoch: 0,
             probe: None,
+            probe_failures: 0,
             waiting: BTreeMap::new(),
             fetching: BTreeMap::new(),
             consent: self.consent_sync,
