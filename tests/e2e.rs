@@ -2134,6 +2134,12 @@ fn produce_to(topic: &str, records: &[(i32, &str, Vec<u8>)]) {
     assert_eq!(producer.context().failed.load(Ordering::Relaxed), 0);
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to the process `pid`.
+fn signal(pid: &str, sig: &str) {
+    let sent = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(sent.success(), "kill {sig} {pid}");
+}
+
 /// Whether `d` owns `partition` of `topic` (it has committed there).
 fn owns(d: &Daemon, topic: &str, partition: i32) -> bool {
     let label =
@@ -2231,13 +2237,7 @@ fn an_older_event_on_an_idle_partition_is_counted_before_a_newer_one_read_first(
         .expect("the frozen replica's event partition");
     std::thread::sleep(Duration::from_secs(3));
     let pid = daemons[frozen].child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-STOP");
 
     let judged = |d: &Daemon| d.sum("shareaudit_events_total", None);
     let before = judged(&daemons[running]);
@@ -2262,13 +2262,7 @@ fn an_older_event_on_an_idle_partition_is_counted_before_a_newer_one_read_first(
         .filter(|l| l.starts_with("shareaudit_rate_") || l.starts_with("shareaudit_committed"))
         .map(str::to_owned)
         .collect();
-    assert!(
-        Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&pid, "-CONT");
     assert_eq!(
         pending, 1.0,
         "the newer candidate waits for the frozen replica's partition: {rate_metrics:?}"

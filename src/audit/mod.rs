@@ -216,6 +216,20 @@ impl Engine {
         self.policy = policy;
     }
 
+    /// Whether the engine judges `event` at all: `Err` when it names
+    /// categories the taxonomy does not know (the daemon makes it a dead
+    /// letter). The first step of [`Engine::audit`], alone for `report`,
+    /// which counts such records apart. Returns the event's local date.
+    pub fn check(&mut self, event: &DataSharingEvent) -> Result<Date, Problems> {
+        let policy = Arc::clone(&self.policy);
+        let today = event
+            .occurred_at
+            .local_date(policy.settings.utc_offset_minutes)
+            .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
+        self.resolve_items(&policy, event, today)?;
+        Ok(today)
+    }
+
     /// Judges one event against the consent state that held at `occurred_at`.
     /// `Err` when the event names categories the taxonomy does not know: the
     /// record is invalid (dead letter), not silently judged without them.
@@ -226,11 +240,7 @@ impl Engine {
         ctx: &AuditContext,
     ) -> Result<Verdict, Problems> {
         let policy = Arc::clone(&self.policy);
-        let today = event
-            .occurred_at
-            .local_date(policy.settings.utc_offset_minutes)
-            .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
-        self.resolve_items(&policy, event, today)?;
+        let today = self.check(event)?;
 
         let entry = policy.registry.get(event.recipient.id.as_str());
         let profile = policy.profile(event.recipient.category);

@@ -9,7 +9,7 @@
 use super::{INPUT_ERROR, OK, policy_for};
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
-use shareaudit::audit::{AuditContext, Engine, too_far_ahead};
+use shareaudit::audit::{Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, wire};
 use shareaudit::config::{RawSettings, Settings};
 use shareaudit::daemon::Schemas;
@@ -79,9 +79,9 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     )
     .with_context(|| format!("reading {}", args.violations_topic))?;
     // What the daemon refuses after decoding it made a dead letter, not a
-    // judged event: the engine's checks (no consent state is needed for
-    // them, nor the key: its verdict is not used) and the future-time check
-    // against the record's log time, with the daemon's default skew.
+    // judged event: the engine's check (`Engine::check`: the key is not
+    // used) and the future-time check against the record's log time, with
+    // the daemon's default skew.
     let mut engine = Engine::new(Arc::clone(&policy), b"report: refusals only");
     let skew = settings.max_future_skew.as_millis() as i64;
     let mut event = DataSharingEvent::empty();
@@ -100,17 +100,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
             });
             let logged = Timestamp(t.unwrap_or_default());
             let refused = decoded
-                && (too_far_ahead(&event, logged, skew).is_some()
-                    || engine
-                        .audit(
-                            &event,
-                            None,
-                            &AuditContext {
-                                detected_at: logged,
-                                source: None,
-                            },
-                        )
-                        .is_err());
+                && (too_far_ahead(&event, logged, skew).is_some() || engine.check(&event).is_err());
             if refused {
                 tally.refused_event();
             } else if decoded {
