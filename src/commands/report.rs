@@ -9,6 +9,7 @@
 use super::{INPUT_ERROR, OK, policy_for};
 use crate::cli::ReportArgs;
 use anyhow::{Context, Result};
+use rdkafka::message::Message;
 use shareaudit::audit::{Engine, too_far_ahead};
 use shareaudit::codec::{DecodeError, wire};
 use shareaudit::config::{RawSettings, Settings};
@@ -69,7 +70,7 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         &args.violations_topic,
         from.millis(),
         timeout,
-        |_, payload| match payload.map(wire::decode_violation) {
+        |m| match m.payload().map(wire::decode_violation) {
             Some(Ok(v)) if within(Some(v.detected_at.millis())) => {
                 tally.written(&v);
             }
@@ -85,42 +86,46 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
     let mut engine = Engine::new(Arc::clone(&policy), b"report: refusals only");
     let skew = settings.max_future_skew.as_millis() as i64;
     let mut event = DataSharingEvent::empty();
-    scan(
-        &settings,
-        &args.events_topic,
-        from.millis(),
-        timeout,
-        |t, payload| {
-            if !within(t) {
+    scan(&settings, &args.events_topic, from.millis(), timeout, |m| {
+        let (t, payload) = (m.timestamp().to_millis(), m.payload());
+        if !within(t) {
+            return;
+        }
+        let decoded = payload.is_some_and(|p| {
+            decode(p, &schemas, &runtime, &mut event).is_ok()
+                && event.problems().into_result().is_ok()
+        });
+        let logged = Timestamp(t.unwrap_or_default());
+        let refused = decoded
+            && (too_far_ahead(&event, logged, skew).is_some() || engine.check(&event).is_err());
+        if refused {
+            tally.refused_event();
+        } else if decoded {
+            tally.logged_event(&policy, logged.millis(), &event);
+        } else {
+            tally.undecoded_event();
+        }
+    })
+    .with_context(|| format!("reading {}", args.events_topic))?;
+    // Records of the period; a dead letter written again after a crash (the
+    // same source topic, partition and offset in its headers) counts once.
+    let count = |topic: &str, once: bool| -> Result<u64> {
+        let mut n = 0;
+        let mut seen = std::collections::HashSet::new();
+        scan(&settings, topic, from.millis(), timeout, |m| {
+            if !within(m.timestamp().to_millis()) {
                 return;
             }
-            let decoded = payload.is_some_and(|p| {
-                decode(p, &schemas, &runtime, &mut event).is_ok()
-                    && event.problems().into_result().is_ok()
-            });
-            let logged = Timestamp(t.unwrap_or_default());
-            let refused = decoded
-                && (too_far_ahead(&event, logged, skew).is_some() || engine.check(&event).is_err());
-            if refused {
-                tally.refused_event();
-            } else if decoded {
-                tally.logged_event(&policy, logged.millis(), &event);
-            } else {
-                tally.undecoded_event();
+            let source = once.then(|| dead_letter_source(m)).flatten();
+            if source.is_none_or(|s| seen.insert(s)) {
+                n += 1;
             }
-        },
-    )
-    .with_context(|| format!("reading {}", args.events_topic))?;
-    let count = |topic: &str| -> Result<u64> {
-        let mut n = 0;
-        scan(&settings, topic, from.millis(), timeout, |t, _| {
-            n += u64::from(within(t));
         })
         .with_context(|| format!("reading {topic}"))?;
         Ok(n)
     };
-    let dead = count(&args.dead_letter_topic)?;
-    let consent = count(&args.consent_topic)?;
+    let dead = count(&args.dead_letter_topic, true)?;
+    let consent = count(&args.consent_topic, false)?;
     tally.inputs(dead, consent);
 
     let figures = tally.summary(&policy);
@@ -146,6 +151,24 @@ pub fn run(args: &ReportArgs) -> Result<i32> {
         args.violations_topic,
     );
     Ok(OK)
+}
+
+/// Where a dead letter came from (its source headers: topic, partition,
+/// offset), to tell a copy written again after a crash; `None` without them.
+fn dead_letter_source(m: &rdkafka::message::BorrowedMessage<'_>) -> Option<Vec<u8>> {
+    use rdkafka::message::{Headers, Message};
+    let headers = m.headers()?;
+    let mut key = Vec::new();
+    for name in [
+        "shareaudit.source.topic",
+        "shareaudit.source.partition",
+        "shareaudit.source.offset",
+    ] {
+        let h = headers.iter().find(|h| h.key == name)?;
+        key.extend_from_slice(h.value?);
+        key.push(0);
+    }
+    Some(key)
 }
 
 /// An event record decoded as the daemon decodes it; a writer schema the

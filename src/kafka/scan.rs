@@ -51,7 +51,7 @@ pub fn scan(
     topic: &str,
     from_ms: i64,
     timeout: Duration,
-    mut each: impl FnMut(Option<i64>, Option<&[u8]>),
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
 ) -> Result<Scanned, ScanError> {
     let mut c = super::consumer_config(settings);
     c.set("enable.auto.commit", "false")
@@ -136,7 +136,7 @@ pub fn scan(
                 idle_since = None;
                 next.insert(m.partition(), m.offset() + 1);
                 scanned.records += 1;
-                each(m.timestamp().to_millis(), m.payload());
+                each(&m);
             }
             Some(Err(e)) => return Err(e.into()),
             None => {
