@@ -8,7 +8,7 @@
 //! (c) decode Avro datums + audit
 //! (d) audit alone, on events already parsed (where the time goes)
 //! (e) simd-json's tape alone (structural index and strings, no struct):
-//!     the floor of any JSON decoding on this machine
+//!     the JSON path (a) took before its one-pass reader, with no struct built
 //! (f) decode the Avro datums alone (the direct decoder, `codec::datum`,
 //!     into one reused event, validation included), beside (a)
 //! (g) the same through apache-avro (`Value`, resolution, serde): the path

@@ -1,8 +1,8 @@
 //! The JSON form of `event-model.md`: one record per line.
 //!
-//! The fast path parses with simd-json (SIMD structure, string and UTF-8
-//! scanning: strings are most of an event) and, for events, walks its tape
-//! straight into the model (`fast.rs`). When it fails, serde_json
+//! The fast path decodes an event in one pass straight into the model
+//! (`fast.rs`: strings, most of an event, scanned 16 bytes at a time, the
+//! record checked as UTF-8 once with SIMD). When it doubts, serde_json
 //! parses the record again, so what is accepted is what serde_json accepts,
 //! and a failure is explained with serde_json's line and column and, field
 //! by field, every top-level field that is wrong (and the first problem
@@ -12,40 +12,6 @@ use super::{DecodeError, fast};
 use crate::model::{ConsentState, DataSharingEvent, Problems};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use simd_json::tape::Tape;
-use std::cell::RefCell;
-
-/// Per thread: a padded copy of the record (simd-json parses in place),
-/// simd-json's buffers, and a tape to reuse, so the fast path allocates
-/// nothing but the model's own strings (and those only when the event it
-/// decodes into has no room for them).
-struct Scratch {
-    buf: Vec<u8>,
-    buffers: simd_json::Buffers,
-    tape: Option<Tape<'static>>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch { buf: Vec::new(), buffers: simd_json::Buffers::new(4096), tape: None });
-}
-
-/// The fast path for events: simd-json's tape walked into `event`
-/// (`fast.rs`). `None` hands the record to serde_json.
-fn fast_event(bytes: &[u8], event: &mut DataSharingEvent) -> Option<()> {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let Scratch { buf, buffers, tape } = &mut *scratch;
-        buf.clear();
-        buf.extend_from_slice(bytes);
-        buf.resize(bytes.len() + simd_json::INPUT_PADDING, b' ');
-        let mut t = tape.take().unwrap_or_else(Tape::null).reset();
-        let decoded = simd_json::fill_tape_padded(buf, bytes.len(), buffers, &mut t)
-            .ok()
-            .and_then(|()| fast::event(t.as_value(), event));
-        *tape = Some(t.reset());
-        decoded
-    })
-}
 
 /// Decodes and validates one event.
 pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
@@ -57,7 +23,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
 /// a stream of records decoded into one event allocates (almost) nothing.
 /// On an error, `event` holds no meaningful record.
 pub fn decode_event_into(bytes: &[u8], event: &mut DataSharingEvent) -> Result<(), DecodeError> {
-    if fast_event(bytes, event).is_none() {
+    if fast::event(bytes, event).is_none() {
         match serde_json::from_slice::<DataSharingEvent>(bytes) {
             Ok(e) => *event = e,
             Err(e) => return Err(explain(bytes, e, event_field_problems)),
