@@ -505,7 +505,10 @@ pub fn finish_rate(
     user_id: &str,
     verdict: &mut Verdict,
 ) {
-    let Some(candidate) = verdict.rate_candidate.take() else {
+    // Borrowed: most candidates do not fire, and are dropped with the
+    // verdict by whoever made it (`audit --threads`: the worker, on its
+    // own thread, when it reuses the slot).
+    let Some(candidate) = &verdict.rate_candidate else {
         return;
     };
     let Some(limit) = volume::rate_limit(
@@ -525,7 +528,7 @@ pub fn finish_rate(
         return;
     };
     let detected_at = candidate.detected_at;
-    let decided = decide_rate(policy, candidate, count, detected_at);
+    let decided = decide_rate(policy, candidate.clone(), count, detected_at);
     verdict.violations.extend(decided.violations);
     verdict.suppressed.extend(decided.suppressed);
 }

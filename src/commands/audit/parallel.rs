@@ -6,8 +6,11 @@
 //! written, is in the order one thread would see it, so the output is the
 //! same for any `N` (tested byte for byte).
 //!
-//! Events are decoded into slots that go back to the workers once judged,
-//! so, as on one thread, a long file allocates little.
+//! Events are decoded into slots that go back, once judged, to the worker
+//! that filled them: as on one thread, a long file allocates little, and
+//! what a worker allocated (strings, violations, rate candidates) is freed
+//! or grown by that worker alone (a block freed on another thread costs
+//! mimalloc a cross-thread free).
 
 use super::{At, Judge, Judged, Worker};
 use anyhow::Result;
@@ -16,7 +19,7 @@ use shareaudit::model::DataSharingEvent;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 
 /// About this many bytes of whole lines make a batch.
 const BATCH_BYTES: usize = 1 << 17;
@@ -40,6 +43,8 @@ struct Slot {
 /// and how many lines it had.
 #[derive(Default)]
 struct Decoded {
+    /// The worker that filled it, and gets it back.
+    worker: usize,
     seq: u64,
     lines: u64,
     used: usize,
@@ -58,17 +63,23 @@ pub(super) fn judge_json_lines(
     let threads = workers.len();
     let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
-    let (spare_tx, spare_rx) = channel::<Decoded>();
+    let (spare_tx, spare_rx): (Vec<_>, Vec<_>) = (0..threads).map(|_| channel()).unzip();
     // Read buffers go back to the reader once decoded: fresh ones would
     // cost page faults and zeroing, batch after batch.
     let (free_tx, free_rx) = channel::<Vec<u8>>();
-    let (work_rx, spare_rx) = (Mutex::new(work_rx), Mutex::new(spare_rx));
+    let work_rx = Mutex::new(work_rx);
     std::thread::scope(|s| {
         let reader = s.spawn(move || read_batches(input, &work_tx, &free_rx));
-        for mut worker in workers {
-            let (done_tx, free_tx) = (done_tx.clone(), free_tx.clone());
-            let (work_rx, spare_rx) = (&work_rx, &spare_rx);
-            s.spawn(move || decode_batches(work_rx, spare_rx, &done_tx, &free_tx, &mut worker));
+        for (id, (mut worker, spare_rx)) in workers.into_iter().zip(spare_rx).enumerate() {
+            let (done_tx, free_tx, work_rx) = (done_tx.clone(), free_tx.clone(), &work_rx);
+            s.spawn(move || {
+                let pools = Pools {
+                    spare: spare_rx,
+                    done: done_tx,
+                    free: free_tx,
+                };
+                decode_batches(id, work_rx, &pools, &mut worker)
+            });
         }
         drop(free_tx);
         drop(done_tx);
@@ -86,7 +97,7 @@ pub(super) fn judge_json_lines(
 
 fn judge_in_order(
     done: &Receiver<Decoded>,
-    spare: &std::sync::mpsc::Sender<Decoded>,
+    spare: &[Sender<Decoded>],
     name: &str,
     judge: &mut Judge<'_>,
 ) -> Result<()> {
@@ -105,7 +116,7 @@ fn judge_in_order(
             }
             base += d.lines;
             next += 1;
-            let _ = spare.send(d);
+            let _ = spare[d.worker].send(d);
         }
     }
     Ok(())
@@ -150,11 +161,18 @@ fn read_batches(
     }
 }
 
+/// A worker's channels: its own judged batches back, decoded batches to
+/// the judge, read buffers back to the reader.
+struct Pools {
+    spare: Receiver<Decoded>,
+    done: SyncSender<Decoded>,
+    free: Sender<Vec<u8>>,
+}
+
 fn decode_batches(
+    id: usize,
     work: &Mutex<Receiver<Batch>>,
-    spare: &Mutex<Receiver<Decoded>>,
-    done: &SyncSender<Decoded>,
-    free: &std::sync::mpsc::Sender<Vec<u8>>,
+    pools: &Pools,
     worker: &mut Worker<'_>,
 ) {
     let mut judge_gone = false;
@@ -166,14 +184,11 @@ fn decode_batches(
         if judge_gone {
             continue;
         }
-        let mut d = spare
-            .lock()
-            .ok()
-            .and_then(|s| s.try_recv().ok())
-            .unwrap_or_default();
+        let mut d = pools.spare.try_recv().unwrap_or_default();
+        d.worker = id;
         decode(&batch, &mut d, worker);
-        let _ = free.send(batch.bytes);
-        judge_gone = done.send(d).is_err();
+        let _ = pools.free.send(batch.bytes);
+        judge_gone = pools.done.send(d).is_err();
     }
 }
 
