@@ -36,8 +36,9 @@ struct P<'a> {
 
 /// The index of the first byte at or after `i` that ends a run of plain
 /// string bytes (`"`, `\` or a control character), or `b.len()`.
+/// The same three are what a JSON writer must escape (`json::write_str`).
 #[inline]
-fn plain_end(b: &[u8], mut i: usize) -> usize {
+pub(super) fn plain_end(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::*;

@@ -9,9 +9,173 @@
 //! inside each) with its path, not just the first one serde met.
 
 use super::{DecodeError, fast};
-use crate::model::{ConsentState, DataSharingEvent, Problems};
+use crate::model::{ConsentState, DataSharingEvent, Problems, Timestamp, Violation};
+use chrono::{Datelike, Timelike};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
+
+/// A violation as one line of JSON (no newline), appended to `out`: the
+/// bytes serde_json writes for it (tested so), without its per-byte
+/// escape table, the timestamps' strings or serde's calls. Alerts, rate
+/// candidates and `audit`'s output are written this way.
+pub fn write_violation(out: &mut Vec<u8>, v: &Violation) {
+    let mut o = Object::new(out);
+    o.str("alert_id", &v.alert_id);
+    o.str("rule_id", &v.rule_id);
+    o.str("clause", &v.clause);
+    o.str("severity", v.severity.as_str());
+    o.str("title", &v.title);
+    o.str("title_zh", &v.title_zh);
+    o.str("detail", &v.detail);
+    o.str("detail_zh", &v.detail_zh);
+    o.str("event_id", &v.event_id);
+    o.time("occurred_at", v.occurred_at);
+    o.time("detected_at", v.detected_at);
+    o.str("recipient_id", &v.recipient_id);
+    o.str("recipient_category", v.recipient_category.as_str());
+    o.str("recipient_region", &v.recipient_region);
+    o.str("purpose", v.purpose.as_str());
+    o.str("legal_basis", v.legal_basis.as_str());
+    o.str("flow", v.flow.as_str());
+    o.strs("categories", &v.categories);
+    o.strs("fields", &v.fields);
+    o.str("subject_ref", &v.subject_ref);
+    o.int("record_count", v.record_count);
+    o.str("mode", v.mode.as_str());
+    o.key("policy_version");
+    let mut p = Object::new(o.out);
+    p.str("version", &v.policy_version.version);
+    p.str("hash", &v.policy_version.hash);
+    p.end();
+    o.key("source");
+    match &v.source {
+        Some(s) => {
+            let mut s_ = Object::new(o.out);
+            s_.str("topic", &s.topic);
+            s_.int("partition", i64::from(s.partition));
+            s_.int("offset", s.offset);
+            s_.end();
+        }
+        None => o.out.extend_from_slice(b"null"),
+    }
+    o.end();
+}
+
+/// A JSON object being written: `{`, then `"key":value` pairs, then `}`.
+struct Object<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Object<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Object<'a> {
+        out.push(b'{');
+        Object { out, first: true }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_str(self.out, value);
+    }
+
+    fn strs(&mut self, key: &str, values: &[String]) {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            write_str(self.out, v);
+        }
+        self.out.push(b']');
+    }
+
+    fn int(&mut self, key: &str, n: i64) {
+        self.key(key);
+        // Writing to a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(self.out, format_args!("{n}"));
+    }
+
+    /// As `Timestamp`'s `Display` writes it (RFC 3339, UTC, milliseconds).
+    fn time(&mut self, key: &str, t: Timestamp) {
+        self.key(key);
+        match chrono::DateTime::from_timestamp_millis(t.millis()) {
+            Some(d) if (0..=9999).contains(&d.year()) => {
+                let ms = t.millis().rem_euclid(1000);
+                let fields = [
+                    (d.year() as u32, 4, b'-'),
+                    (d.month(), 2, b'-'),
+                    (d.day(), 2, b'T'),
+                    (d.hour(), 2, b':'),
+                    (d.minute(), 2, b':'),
+                    (d.second(), 2, b'.'),
+                    (ms as u32, 3, b'Z'),
+                ];
+                self.out.push(b'"');
+                for (n, width, after) in fields {
+                    digits(self.out, n, width);
+                    self.out.push(after);
+                }
+                self.out.push(b'"');
+            }
+            _ => write_str(self.out, &t.to_string()),
+        }
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// `n`, zero-padded to `width` digits.
+fn digits(out: &mut Vec<u8>, n: u32, width: u32) {
+    for p in (0..width).rev() {
+        out.push(b'0' + (n / 10u32.pow(p) % 10) as u8);
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it: `"` and `\`, and
+/// control characters (`\n` and the like where JSON has a short form,
+/// `\u00xx` otherwise); all else as it is.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b = s.as_bytes();
+    out.push(b'"');
+    let mut start = 0;
+    loop {
+        let end = fast::plain_end(b, start);
+        out.extend_from_slice(&b[start..end]);
+        let Some(&c) = b.get(end) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            c => out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ]),
+        }
+        start = end + 1;
+    }
+    out.push(b'"');
+}
 
 /// Decodes and validates one event.
 pub fn decode_event(bytes: &[u8]) -> Result<DataSharingEvent, DecodeError> {
@@ -168,6 +332,109 @@ pub fn tombstone_user(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `write_violation` writes what serde_json writes, byte for byte: for
+    /// every violation the engine makes of generated traffic (offline and
+    /// with a Kafka source), for the fixture, and for strings and times of
+    /// every kind.
+    #[test]
+    fn violations_are_written_as_serde_json_writes_them() {
+        use crate::audit::{AuditContext, Engine};
+        use crate::consent::ConsentTable;
+        use crate::demo::generate;
+        use crate::model::Source;
+        use std::sync::Arc;
+
+        let check = |v: &Violation| {
+            let mut ours = Vec::new();
+            write_violation(&mut ours, v);
+            let theirs = serde_json::to_vec(v).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&theirs)
+            );
+        };
+        let policy = Arc::new(crate::policy::load_default(Timestamp(0)).unwrap().policy);
+        let o = generate::Options::default();
+        let mut table = ConsentTable::for_policy(&policy.settings);
+        for s in generate::consent_states(&o) {
+            table.upsert(s);
+        }
+        let mut engine = Engine::new(Arc::clone(&policy), b"test-key");
+        let mut written = 0;
+        for (i, g) in generate::events(&o, 3000).iter().enumerate() {
+            let e = &g.event;
+            let ctx = AuditContext {
+                detected_at: Timestamp(1_800_000_000_000 + i as i64),
+                source: (i % 2 == 0).then(|| Source {
+                    topic: "privacy.sharing-events".into(),
+                    partition: (i % 7) as i32,
+                    offset: i as i64 * 1000,
+                }),
+            };
+            let verdict = engine
+                .audit(e, table.as_of(&e.subject.user_id, e.occurred_at), &ctx)
+                .unwrap();
+            for v in &verdict.violations {
+                check(v);
+                written += 1;
+            }
+        }
+        assert!(written > 300, "{written} violations");
+
+        let full: Violation =
+            serde_json::from_str(include_str!("../../tests/fixtures/violation-full.json")).unwrap();
+        check(&full);
+        let strings = [
+            String::new(),
+            "\"\\/\u{8}\u{c}\n\r\t\u{0}\u{1}\u{1f}\u{7f}\u{80}".to_owned(),
+            "张三 13800138000 é 😀 \u{2028}\u{feff}".to_owned(),
+            "x".repeat(100) + "\"" + &"y".repeat(17),
+        ];
+        for s in &strings {
+            let mut v = full.clone();
+            v.alert_id = s.clone();
+            v.detail_zh = s.clone();
+            v.recipient_region = s.clone();
+            v.categories = vec![s.clone(), s.clone()];
+            v.fields = vec![];
+            v.policy_version.hash = s.clone();
+            v.source = Some(Source {
+                topic: s.clone(),
+                partition: -1,
+                offset: i64::MIN,
+            });
+            check(&v);
+        }
+        for ms in [
+            0,
+            -1,
+            1,
+            999,
+            -62_135_596_800_000, // 0001-01-01
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001, // the year -1
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01
+            4_102_444_800_000,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let mut v = full.clone();
+            v.occurred_at = Timestamp(ms);
+            v.detected_at = Timestamp(ms.wrapping_add(1));
+            v.record_count = ms;
+            check(&v);
+        }
+        proptest::proptest!(|(s in ".*", bytes in proptest::collection::vec(0u8..0x80, 0..64), ms in proptest::num::i64::ANY)| {
+            let mut v = full.clone();
+            v.title = s.clone();
+            v.detail = String::from_utf8(bytes).unwrap();
+            v.occurred_at = Timestamp(ms);
+            v.fields = vec![s];
+            check(&v);
+        });
+    }
 
     /// Depth is bounded on both paths: a record nested a million deep is a
     /// syntax error (serde_json's recursion limit), not a stack overflow.

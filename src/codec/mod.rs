@@ -17,21 +17,27 @@ use thiserror::Error;
 /// settings say.
 pub fn encode_violation(format: &OutputFormat, v: &Violation) -> Vec<u8> {
     match format {
-        OutputFormat::Json => serde_json::to_vec(v).unwrap_or_default(),
+        OutputFormat::Json => violation_json(v),
         OutputFormat::Avro { schema_id } => match (avro::encode_violation(v), avro::schemas()) {
             (Ok(datum), Ok(s)) => match schema_id {
                 Some(id) => wire::confluent(*id, &datum),
                 None => wire::single_object(&s.violation, &datum),
             },
             // The schemas are compiled in and tested; JSON is the fallback of last resort.
-            _ => serde_json::to_vec(v).unwrap_or_default(),
+            _ => violation_json(v),
         },
     }
 }
 
+fn violation_json(v: &Violation) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    json::write_violation(&mut out, v);
+    out
+}
+
 /// A `volume.recipient_rate` candidate as the internal rate topic carries it: the violation, JSON.
 pub fn encode_candidate(v: &Violation) -> Vec<u8> {
-    serde_json::to_vec(v).unwrap_or_default()
+    violation_json(v)
 }
 
 /// Why a record could not become a model value. Each variant says what

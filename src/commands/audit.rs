@@ -187,8 +187,7 @@ impl Worker<'_> {
 
 fn write_json_lines(out: &mut Vec<u8>, violations: &[shareaudit::model::Violation]) {
     for v in violations {
-        // Writing to a Vec cannot fail, and a violation always serialises.
-        let _ = serde_json::to_writer(&mut *out, v);
+        json::write_violation(out, v);
         out.push(b'\n');
     }
 }
