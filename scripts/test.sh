@@ -6,6 +6,7 @@
 #   through the `shareaudit audit` binary;
 # - the benchmarks in test mode (each runs once: they still build and work);
 # - the shipped policy's own test cases, with coverage of every rule;
+# - a smoke of the offline benchmark (scripts/bench-offline.py);
 # - a smoke of every fuzz target;
 # - the daemon against a real broker (tansu);
 # - the compliance report rendered in a real browser.
@@ -17,6 +18,12 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found; install
 cargo test --locked --lib --tests --benches
 cargo run --locked --quiet -- policy check deploy/policy/default.yaml
 cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
+
+# A smoke of the offline benchmark (the figures come from release builds:
+# BENCHMARKS.md): it generates, audits with two binaries, compares the outputs.
+bench_dir=$(mktemp -d)
+python3 scripts/bench-offline.py --runs 1 --events 2000 --dir "$bench_dir" target/debug/shareaudit target/debug/shareaudit
+rm -rf "$bench_dir"
 
 # Every fuzz target under AFL++ for 10 s (installs cargo-afl when missing);
 # the campaigns proper are `scripts/fuzz.sh` (FUZZING.md).
