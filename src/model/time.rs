@@ -18,6 +18,9 @@ pub const MAX_PLAUSIBLE: Timestamp = Timestamp(4_102_444_800_000); // 2100-01-01
 
 impl Timestamp {
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, String> {
+        if let Some(t) = common_rfc3339(s.as_bytes()) {
+            return Ok(t);
+        }
         DateTime::parse_from_rfc3339(s)
             .map(|t| Timestamp(t.timestamp_millis()))
             .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp ({e})"))
@@ -47,6 +50,88 @@ impl Timestamp {
     pub fn is_plausible(self) -> bool {
         (MIN_PLAUSIBLE..MAX_PLAUSIBLE).contains(&self)
     }
+}
+
+/// The common form of an RFC 3339 instant, read without chrono's general
+/// parser (one per JSON event): `YYYY-MM-DDTHH:MM:SS`, an optional
+/// fraction of 1 to 9 digits, then `Z` or `+HH:MM`/`-HH:MM`, every field in
+/// range. Anything else (`t`, `z`, a space, a leap second, ten fraction
+/// digits, a date that does not exist) is `None`, and chrono decides: what
+/// this reads, it reads as chrono does (tested against it).
+fn common_rfc3339(b: &[u8]) -> Option<Timestamp> {
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        let mut n = 0;
+        for &d in b.get(from..to)? {
+            let d = d.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + i64::from(d);
+        }
+        Some(n)
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(at(4, b'-') && at(7, b'-') && at(10, b'T') && at(13, b':') && at(16, b':')) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1..=days_in_month).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let mut i = 19;
+    let mut millis = 0;
+    if at(i, b'.') {
+        let digits = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return None;
+        }
+        // The first three digits, as milliseconds (later ones are finer).
+        for k in 0..3 {
+            millis = millis * 10
+                + if k < digits {
+                    num(i + 1 + k, i + 2 + k)?
+                } else {
+                    0
+                };
+        }
+        i += 1 + digits;
+    }
+    let offset_minutes = match b.get(i..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(i + 1, i + 3)?, num(i + 4, i + 6)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
+        }
+        _ => return None,
+    };
+    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
+    Some(Timestamp(seconds * 1000 + millis))
 }
 
 impl fmt::Display for Timestamp {
@@ -159,6 +244,83 @@ impl<'de> serde::Deserialize<'de> for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The common form is read as chrono reads it, and everything else is
+    /// left to chrono: over hand-picked edges and proptest's instants in
+    /// every form (offsets, fractions of every length, dates that do not
+    /// exist, bytes out of place).
+    #[test]
+    fn the_common_form_reads_as_chrono_reads_it() {
+        let chrono_says = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| Timestamp(t.timestamp_millis()))
+                .ok()
+        };
+        let check = |s: &str| {
+            if let Some(t) = common_rfc3339(s.as_bytes()) {
+                assert_eq!(Some(t), chrono_says(s), "{s}");
+            }
+            assert_eq!(Timestamp::parse_rfc3339(s).ok(), chrono_says(s), "{s}");
+        };
+        for s in [
+            "2026-11-20T10:15:30.123+08:00",
+            "2026-11-20T02:00:00.050Z",
+            "2026-11-20T02:00:00Z",
+            "2026-11-20T02:00:00.1Z",
+            "2026-11-20T02:00:00.123456789Z",
+            "2026-11-20T02:00:00.1234567891Z",
+            "2026-11-20T02:00:00.Z",
+            "2024-02-29T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2000-02-29T23:59:59.999-23:59",
+            "1900-02-29T00:00:00Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999+00:00",
+            "1969-12-31T23:59:59.999Z",
+            "1970-01-01T00:00:00-00:00",
+            "2026-11-20T24:00:00Z",
+            "2026-11-20T23:60:00Z",
+            "2026-11-20T23:59:60Z",
+            "2026-11-20t02:00:00z",
+            "2026-11-20 02:00:00Z",
+            "2026-11-20T02:00:00+0800",
+            "2026-11-20T02:00:00+24:00",
+            "2026-11-20T02:00:00",
+            "2026-11-20T02:00:00Z ",
+            "+2026-11-20T02:00:00Z",
+            "2026-1-20T02:00:00Z",
+            "2026-00-20T02:00:00Z",
+            "2026-11-00T02:00:00Z",
+            "2026-11-31T02:00:00Z",
+            "",
+        ] {
+            check(s);
+        }
+        assert!(common_rfc3339(b"2026-11-20T10:15:30.123+08:00").is_some());
+        assert!(common_rfc3339(b"2026-11-20T02:00:00Z").is_some());
+        proptest::proptest!(|(
+            y in 0i64..10000, mo in 0i64..14, d in 0i64..33, h in 0i64..26, mi in 0i64..62, se in 0i64..62,
+            frac in proptest::option::of("[0-9]{0,11}"),
+            off in proptest::option::of((proptest::bool::ANY, 0i64..26, 0i64..62)),
+            mutate in proptest::option::of((0usize..40, proptest::num::u8::ANY)),
+        )| {
+            let mut s = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}");
+            if let Some(f) = frac {
+                s += &format!(".{f}");
+            }
+            match off {
+                None => s.push('Z'),
+                Some((plus, oh, om)) => s += &format!("{}{oh:02}:{om:02}", if plus { '+' } else { '-' }),
+            }
+            let mut bytes = s.into_bytes();
+            if let Some((at, byte)) = mutate.filter(|(at, _)| *at < bytes.len()) {
+                bytes[at] = byte;
+            }
+            if let Ok(s) = String::from_utf8(bytes) {
+                check(&s);
+            }
+        });
+    }
 
     #[test]
     fn offsets_are_honoured_and_output_is_utc() {
