@@ -14,7 +14,7 @@
 //! | `detect` | content detectors: ID numbers, phones, bank cards, e-mail, passports, USCC, IMEI, MAC, GPS in free text (used by the engine only) |
 //! | [`config`] | the daemon's settings, raw then validated; the policy file read |
 //! | [`consent`] | the consent table: each user's recent states, looked up as of the event's time |
-//! | [`codec`] | bytes <-> model: JSON lines (simd-json's tape walked into the model; serde_json decides and explains whatever that path doubts), Avro (`schemas/*.avsc`), the wire framings, the schema-registry client |
+//! | [`codec`] | bytes <-> model: JSON lines (read in one pass straight into the model; serde_json decides and explains whatever that path doubts; violations written as serde_json writes them), Avro (`schemas/*.avsc`), the wire framings, the schema-registry client |
 //! | [`audit`] | the engine: policy + event + consent state -> violations, one small function per rule |
 //! | [`telemetry`] | the metrics, and `/metrics` `/healthz` `/readyz` on hyper |
 //! | [`policytest`] | policy test cases as data (`shareaudit policy test`, like `opa test`) |

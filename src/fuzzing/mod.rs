@@ -42,7 +42,7 @@ fn split(data: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The JSON fast path (simd-json's tape walked into the model) must accept
+/// The JSON fast path (one pass over the bytes into the model) must accept
 /// and reject exactly what serde_json does, and build the same event,
 /// whether it decodes into a fresh record or into one a valid event filled.
 pub fn json_event(data: &[u8]) {
