@@ -42,6 +42,10 @@ if ! grep -q "pub fn for_policy" "$work/base/src/consent/"*.rs; then
         "$work/base/benches/audit.rs"
 fi
 cp "$(bench_bin "$work/base")" "$work/audit-base"
+# The base's build wrote the shared target/ after this tree's sources were
+# last touched, so cargo would take this tree's (now overwritten) build as
+# fresh and both columns would be the base: touch a source to rebuild it.
+touch src/lib.rs
 cp "$(bench_bin "$root")" "$work/audit-head"
 
 count() { # binary workload -> instructions in `workload`
