@@ -266,3 +266,36 @@ fn arbitrary_bytes_never_panic() {
     let _ = scan("%%%4", "x", today(), &allow());
     let _ = scan("𝟙𝟛𝟠𝟘𝟘𝟙𝟛𝟠𝟘𝟘𝟘", "x", today(), &allow());
 }
+
+proptest::proptest! {
+    /// A keyword is in a field name exactly when the lower-cased name (cut
+    /// at 48 bytes) contains it.
+    #[test]
+    fn keywords_in_field_names_are_found_as_contains_finds_them(
+        name in "[a-zA-Z_身份证卡号手机]{0,60}",
+        pick in 0usize..40,
+    ) {
+        let kws: Vec<&str> = [ID_KW, CARD_KW, PHONE_KW, IMEI_KW, PASSPORT_KW, ORDERISH, MAC_FIELDS]
+            .concat();
+        let kw = kws[pick % kws.len()];
+        let f = FieldName::new(&name);
+        let lower = String::from_utf8_lossy(&f.lower[..f.len]).into_owned();
+        proptest::prop_assert_eq!(f.has(kw), lower.contains(kw), "{:?} {:?}", name, kw);
+    }
+}
+
+#[test]
+fn keywords_at_either_end_of_a_field_name() {
+    for (name, kw, has) in [
+        ("sn", "sn", true),
+        ("xsn", "sn", true),
+        ("snx", "sn", true),
+        ("s", "sn", false),
+        ("ns", "sn", false),
+        ("ORDER_ID", "order", true),
+        ("身份证号", "身份证", true),
+        ("", "tel", false),
+    ] {
+        assert_eq!(FieldName::new(name).has(kw), has, "{name} {kw}");
+    }
+}

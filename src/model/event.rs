@@ -216,7 +216,13 @@ impl DataSharingEvent {
 }
 
 fn non_empty(p: &mut Problems, path: &str, value: &str) {
-    if value.trim().is_empty() {
+    // A first byte that is ASCII and not white space settles it (nearly
+    // every value); `trim` walks the rest as chars.
+    let settled = value
+        .as_bytes()
+        .first()
+        .is_some_and(|b| b.is_ascii() && !b.is_ascii_whitespace() && *b != 0x0b);
+    if !settled && value.trim().is_empty() {
         p.push(path, "must not be empty");
     }
 }
@@ -231,6 +237,35 @@ impl Problem {
         Problem {
             path: path.into(),
             message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// A value is refused as empty exactly when `trim` leaves nothing.
+        #[test]
+        fn blank_is_what_trim_says(value in "[ \\t\\n\\x0b\\x0c\\r\\x1c\\x00a\u{85}\u{a0}\u{3000}\u{200b}]{0,4}") {
+            let mut p = Problems::default();
+            non_empty(&mut p, "x", &value);
+            proptest::prop_assert_eq!(p.is_empty(), !value.trim().is_empty(), "{:?}", value);
+        }
+    }
+
+    #[test]
+    fn every_first_byte_is_blank_as_trim_says() {
+        for c in (0..=0x7f_u8)
+            .map(char::from)
+            .chain(['\u{85}', '\u{a0}', '\u{3000}', '好'])
+        {
+            for value in [c.to_string(), format!("{c}x"), format!("{c} ")] {
+                let mut p = Problems::default();
+                non_empty(&mut p, "x", &value);
+                assert_eq!(p.is_empty(), !value.trim().is_empty(), "{value:?}");
+            }
         }
     }
 }
