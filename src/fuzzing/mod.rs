@@ -97,7 +97,8 @@ pub fn avro_datum(data: &[u8]) {
 /// The direct decoder (`codec::datum`) against apache-avro on one datum:
 /// what it accepts, apache-avro accepts with the same value; what
 /// apache-avro refuses, it refuses. It may refuse more only where the
-/// record ends early (apache-avro reads the end of input as null).
+/// record ends early (apache-avro reads the end of input as null). With
+/// our own event schema, the exact path against the plan, too.
 pub fn same_reading(bytes: &[u8], writer: &apache_avro::Schema) {
     use crate::codec::datum::{self, Bad, Plan};
     fn agree<T: PartialEq + std::fmt::Debug>(
@@ -115,10 +116,17 @@ pub fn same_reading(bytes: &[u8], writer: &apache_avro::Schema) {
     }
     if let Some(plan) = Plan::event(writer) {
         let mut e = DataSharingEvent::empty();
-        agree(
-            datum::read_event(bytes, &plan, &mut e).map(|()| e),
-            avro::read_event(bytes, writer),
-        );
+        let exact = plan.is_exact();
+        let read = datum::read_event(bytes, &plan, &mut e).map(|()| e);
+        if exact {
+            // Our own schema: the exact path, and the plan step by step,
+            // give the same event or the same error.
+            let mut p = DataSharingEvent::empty();
+            let planned = plan.step_by_step();
+            let by_plan = datum::read_event(bytes, &planned, &mut p).map(|()| p);
+            assert_eq!(read, by_plan, "the exact path and the plan disagree");
+        }
+        agree(read, avro::read_event(bytes, writer));
     }
     if let Some(plan) = Plan::consent(writer) {
         let mut state = ConsentState::empty();

@@ -591,3 +591,188 @@ fn a_record_cut_short_is_refused_where_apache_avro_reads_nulls() {
         "avro"
     );
 }
+
+/// Short strings are checked by simdutf8's AVX2 validator directly: it
+/// must say what std says, at every length up to and past its block.
+#[test]
+fn short_text_is_utf8_exactly_when_std_says_so() {
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    // Every sequence of one to three bytes from the bytes that matter.
+    let bytes = [
+        0x00, 0x41, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe4, 0xed, 0xef, 0xf0, 0xf4,
+        0xf5, 0xff, 0x9f, 0xa0,
+    ];
+    for &a in &bytes {
+        cases.push(vec![a]);
+        for &b in &bytes {
+            cases.push(vec![a, b]);
+            for &c in &bytes {
+                cases.push(vec![a, b, c]);
+                cases.push(vec![b'x', a, b, c]);
+            }
+        }
+    }
+    // Valid and broken text at every length around the block of 64.
+    for n in 0..70 {
+        let s: String = "刘洋收货地址😀é".chars().cycle().take(n).collect();
+        let b = s.as_bytes().to_vec();
+        for cut in [
+            b.len(),
+            b.len().saturating_sub(1),
+            b.len().saturating_sub(2),
+        ] {
+            cases.push(b[..cut].to_vec());
+        }
+        let mut surrogate = b.clone();
+        surrogate.extend_from_slice(&[0xed, 0xa0, 0x80]);
+        cases.push(surrogate);
+    }
+    for b in cases {
+        assert_eq!(text(&b), std::str::from_utf8(&b).ok(), "{b:02x?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_short_bytes_are_text_exactly_when_std_says_so(
+        b in proptest::collection::vec(any::<u8>(), 0..80),
+        chars in "[a-z刘洋é😀]{0,30}",
+        flip in any::<(usize, u8)>(),
+    ) {
+        prop_assert_eq!(text(&b), std::str::from_utf8(&b).ok());
+        let mut t = chars.into_bytes();
+        prop_assert_eq!(text(&t), std::str::from_utf8(&t).ok());
+        if !t.is_empty() {
+            let at = flip.0 % t.len();
+            t[at] ^= flip.1;
+            prop_assert_eq!(text(&t), std::str::from_utf8(&t).ok());
+        }
+    }
+}
+
+// --- The exact path (our own schema, no plan consulted) ---------------------
+
+/// Our event schema's plan, followed step by step instead of the exact path.
+fn planned() -> Plan {
+    Plan::event(&avro::schemas().unwrap().event)
+        .unwrap()
+        .step_by_step()
+}
+
+#[test]
+fn our_event_schema_reads_on_the_exact_path_and_no_other_does() {
+    let s = avro::schemas().unwrap();
+    assert!(
+        Plan::event(&s.event).unwrap().is_exact(),
+        "schemas/DataSharingEvent.avsc is not the schema codec/datum/exact.rs reads \
+         (fingerprint {:?}): bring exact.rs along, then EVENT_SCHEMA",
+        exact::fingerprint(&s.event)
+    );
+    let mut v: J = serde_json::from_str(avro::EVENT_AVSC).unwrap();
+    v["doc"] = json!("another doc");
+    v["fields"][0]["aliases"] = json!(["id"]);
+    let same = Schema::parse(&v).unwrap();
+    assert!(
+        Plan::event(&same).unwrap().is_exact(),
+        "docs and aliases do not matter"
+    );
+    let mut v: J = serde_json::from_str(avro::EVENT_AVSC).unwrap();
+    v["fields"][1]["type"] = json!("long");
+    let plain_long = Schema::parse(&v).unwrap();
+    assert!(
+        !Plan::event(&plain_long).unwrap().is_exact(),
+        "a logical type does"
+    );
+    let mut v: J = serde_json::from_str(avro::EVENT_AVSC).unwrap();
+    v["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "extra", "type": "string", "default": ""}));
+    let longer = Schema::parse(&v).unwrap();
+    assert!(!Plan::event(&longer).unwrap().is_exact());
+    assert!(Plan::consent(&s.consent).is_some_and(|p| !p.is_exact()));
+}
+
+/// The same bytes read on both paths: the same event, or the same error.
+fn both_paths(
+    datum: &[u8],
+    ex: &Plan,
+    pl: &Plan,
+    a: &mut DataSharingEvent,
+    b: &mut DataSharingEvent,
+) -> bool {
+    let x = read_event(datum, ex, a);
+    let y = read_event(datum, pl, b);
+    assert_eq!(x, y, "{datum:02x?}");
+    if x.is_ok() {
+        assert_eq!(a, b, "{datum:02x?}");
+    }
+    x.is_ok()
+}
+
+/// Generated events, random records of our schema (nulls, enums at every
+/// symbol, empty and long arrays), and each damaged (cut, a byte changed,
+/// a byte added), read into one reused event per path.
+#[test]
+fn the_exact_path_reads_what_the_plan_reads() {
+    use crate::demo::generate::{self, Options};
+    let s = avro::schemas().unwrap();
+    let (ex, pl) = (Plan::event(&s.event).unwrap(), planned());
+    assert!(ex.is_exact() && !pl.is_exact());
+    let (mut a, mut b) = (DataSharingEvent::empty(), DataSharingEvent::empty());
+    let mut rng = StdRng::seed_from_u64(15);
+    let (mut ok, mut refused) = (0, 0);
+    let mut datums: Vec<Vec<u8>> = generate::events(&Options::default(), 1_000)
+        .iter()
+        .map(|g| avro::encode_event(&g.event).unwrap())
+        .collect();
+    let rs = apache_avro::schema::ResolvedSchema::try_from(&s.event).unwrap();
+    for _ in 0..1_000 {
+        let v = value(&s.event, rs.get_names(), &mut rng, 0);
+        if let Ok(d) = apache_avro::to_avro_datum(&s.event, v) {
+            datums.push(d);
+        }
+    }
+    for datum in &datums {
+        for bytes in [
+            datum.clone(),
+            damaged(datum, &mut rng),
+            damaged(datum, &mut rng),
+            damaged(&damaged(datum, &mut rng), &mut rng),
+        ] {
+            if both_paths(&bytes, &ex, &pl, &mut a, &mut b) {
+                ok += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    // Both kinds were seen, many times.
+    assert!(
+        ok > 2_000 && refused > 1_000,
+        "{ok} read, {refused} refused"
+    );
+}
+
+/// Every prefix of a record and every single-byte change of its first
+/// bytes (lengths, union branches, enum indexes).
+#[test]
+fn the_exact_path_refuses_what_the_plan_refuses_byte_for_byte() {
+    use crate::demo::generate::{self, Options};
+    let s = avro::schemas().unwrap();
+    let (ex, pl) = (Plan::event(&s.event).unwrap(), planned());
+    let (mut a, mut b) = (DataSharingEvent::empty(), DataSharingEvent::empty());
+    for g in generate::events(&Options::default(), 40) {
+        let datum = avro::encode_event(&g.event).unwrap();
+        for cut in 0..datum.len() {
+            assert!(!both_paths(&datum[..cut], &ex, &pl, &mut a, &mut b));
+        }
+        for at in 0..datum.len().min(96) {
+            for x in [0x00, 0x01, 0x02, 0x03, 0x0e, 0x7f, 0x80, 0xff] {
+                let mut d = datum.clone();
+                d[at] = x;
+                both_paths(&d, &ex, &pl, &mut a, &mut b);
+            }
+        }
+    }
+}
