@@ -817,6 +817,18 @@ fn array<T>(
     let Op::Array(item) = resolved(i, op)? else {
         return Err(Bad::Plan);
     };
+    blocks(i, out, fresh, |i, x| read(i, item, x))
+}
+
+/// An array's blocks of items, read by `read` into the items already in
+/// `out` (reused) and fresh ones past them; `out` is cut to the items read.
+#[inline(always)]
+fn blocks<T>(
+    i: &mut Input<'_>,
+    out: &mut Vec<T>,
+    fresh: impl Fn() -> T,
+    read: impl Fn(&mut Input<'_>, &mut T) -> Res<()>,
+) -> Res<()> {
     let mut n = 0;
     loop {
         let count = i.block()?;
@@ -829,7 +841,7 @@ fn array<T>(
             if n == out.len() {
                 out.push(fresh());
             }
-            read(i, item, &mut out[n])?;
+            read(i, &mut out[n])?;
             n += 1;
         }
     }

@@ -16,7 +16,7 @@
 //! nothing takes it until this code and the fingerprint are brought along
 //! (a test fails until then).
 
-use super::{Bad, Input, Res};
+use super::{Bad, Input, Res, blocks, fresh_item};
 use crate::model::*;
 use apache_avro::Schema;
 use serde_json::Value;
@@ -158,29 +158,9 @@ pub(super) fn event(i: &mut Input<'_>, e: &mut DataSharingEvent) -> Res<()> {
 /// The data items, into the items already there and fresh ones past
 /// them, in blocks as the plan's `array` reads them.
 fn data(i: &mut Input<'_>, out: &mut Vec<DataItem>) -> Res<()> {
-    let mut n = 0;
-    loop {
-        let count = i.block()?;
-        if count == 0 {
-            break;
-        }
-        // Every item takes a byte at least: no more is reserved than could come.
-        out.reserve(count.min(i.bytes.len()).saturating_sub(out.len() - n));
-        for _ in 0..count {
-            if n == out.len() {
-                out.push(DataItem {
-                    field: String::new(),
-                    category: None,
-                    value: None,
-                });
-            }
-            let d = &mut out[n];
-            string(i, &mut d.field)?;
-            nullable_string(i, &mut d.category)?;
-            nullable_string(i, &mut d.value)?;
-            n += 1;
-        }
-    }
-    out.truncate(n);
-    Ok(())
+    blocks(i, out, fresh_item, |i, d| {
+        string(i, &mut d.field)?;
+        nullable_string(i, &mut d.category)?;
+        nullable_string(i, &mut d.value)
+    })
 }
