@@ -159,8 +159,10 @@ pub struct Verdict {
     pub suppressed: Vec<Suppressed>,
     /// With the recipient-rate rule deferred (`Engine::defer_rate`): the
     /// violation this event would be if it took its recipient over the
-    /// limit, for the cluster stage to count and decide.
-    pub rate_candidate: Option<Violation>,
+    /// limit, for the cluster stage to count and decide. Boxed: a verdict
+    /// is returned by value for every event, and a violation inline is
+    /// most of a kilobyte to copy.
+    pub rate_candidate: Option<Box<Violation>>,
 }
 
 impl Verdict {
@@ -244,13 +246,10 @@ impl Engine {
 
         let entry = policy.registry.get(event.recipient.id.as_str());
         let profile = policy.profile(event.recipient.category);
-        let mut cats = CatSet::EMPTY;
-        for item in &self.items {
-            if let Some(c) = item.cat {
-                cats.insert(c);
-            }
-            cats = cats.union(item.undeclared);
-        }
+        let cats = self.items.iter().fold(CatSet::EMPTY, |a, item| {
+            let declared = item.cat.map_or(CatSet::EMPTY, CatSet::of);
+            a.union(declared).union(item.undeclared)
+        });
         let minor = subject::is_minor(event, state, &policy, today);
         let mut sensitive = policy.taxonomy.sensitive();
         if !policy
@@ -296,7 +295,8 @@ impl Engine {
                 // Its detail is written when the cluster stage decides it (`decide_rate`).
                 let f = Breach::new(Case::RateOverLimit);
                 let words = [String::new(), String::new()];
-                verdict.rate_candidate = Some(build(&self.hmac, &facts, meta, &f, words, ctx));
+                verdict.rate_candidate =
+                    Some(Box::new(build(&self.hmac, &facts, meta, &f, words, ctx)));
             }
         }
 
@@ -528,7 +528,7 @@ pub fn finish_rate(
         return;
     };
     let detected_at = candidate.detected_at;
-    let decided = decide_rate(policy, candidate.clone(), count, detected_at);
+    let decided = decide_rate(policy, Violation::clone(candidate), count, detected_at);
     verdict.violations.extend(decided.violations);
     verdict.suppressed.extend(decided.suppressed);
 }

@@ -273,6 +273,18 @@ impl Template {
         args
     }
 
+    /// The length of the text `render_into` writes for `d` (a missing
+    /// value counted as nothing).
+    fn len(&self, d: &Detail) -> usize {
+        self.0
+            .iter()
+            .map(|piece| match piece {
+                Piece::Text(t) => t.len(),
+                Piece::Arg(a) => d.get(*a).map_or(0, str::len),
+            })
+            .sum()
+    }
+
     fn render_into(&self, d: &Detail, out: &mut String) {
         for piece in &self.0 {
             match piece {
@@ -309,8 +321,10 @@ impl Texts {
             "{:?} lacks a value it declares",
             d.case
         );
-        let mut out = String::new();
-        self.details[d.case as usize][lang as usize].render_into(d, &mut out);
+        let t = &self.details[d.case as usize][lang as usize];
+        // Sized once: pushed piece by piece, a detail grew three or four times.
+        let mut out = String::with_capacity(t.len(d));
+        t.render_into(d, &mut out);
         out
     }
 }
@@ -341,6 +355,11 @@ mod tests {
         let mut out = String::new();
         t.render_into(&d, &mut out);
         assert_eq!(out, "`ov-1` {x} lands in US");
+        assert_eq!(t.len(&d), out.len(), "the capacity `render` reserves");
+        let zh = Template::parse("`{recipient}` 位于 {region}", Case::AbroadRegion).unwrap();
+        let mut out = String::new();
+        zh.render_into(&d, &mut out);
+        assert_eq!(zh.len(&d), out.len());
 
         let e = Template::parse("数据流向 {purpose}", Case::AbroadRegion).unwrap_err();
         assert!(
