@@ -661,11 +661,37 @@ impl<'a> Input<'a> {
 /// go through simdutf8.
 #[inline(always)]
 fn text(b: &[u8]) -> Option<&str> {
-    if b.is_ascii() {
+    if ascii(b) {
         // SAFETY: every ASCII byte sequence is UTF-8.
         Some(unsafe { std::str::from_utf8_unchecked(b) })
     } else {
         utf8(b)
+    }
+}
+
+/// Whether every byte is ASCII, a word at a time. The last word overlaps
+/// the one before it rather than leaving a tail of single bytes; under 8
+/// bytes, two overlapping halves. std's `is_ascii` walks strings under 16
+/// bytes byte by byte, and most of an event's strings are that short
+/// (ids, codes, regions): 2% of (c).
+#[inline(always)]
+fn ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    if n >= 8 {
+        let mut any = word(n - 8);
+        let mut i = 0;
+        while i + 8 < n {
+            any |= word(i);
+            i += 8;
+        }
+        any & HIGH == 0
+    } else if n >= 4 {
+        let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default());
+        (half(0) | half(n - 4)) & 0x8080_8080 == 0
+    } else {
+        b.iter().fold(0, |a, &c| a | c) < 0x80
     }
 }
 

@@ -632,7 +632,31 @@ fn short_text_is_utf8_exactly_when_std_says_so() {
     }
 }
 
+/// The word-at-a-time ASCII test against std's, for a high byte at every
+/// position of every length to 40 (the overlapping loads' edges).
+#[test]
+fn ascii_is_what_std_says_at_every_length_and_position() {
+    for n in 0..40 {
+        let clean = vec![b'a'; n];
+        assert!(ascii(&clean), "{n}");
+        for at in 0..n {
+            for high in [0x80, 0xc3, 0xff] {
+                let mut b = clean.clone();
+                b[at] = high;
+                assert!(!ascii(&b), "{n} {at}");
+            }
+        }
+    }
+}
+
 proptest! {
+    #[test]
+    fn ascii_says_what_is_ascii_says(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+        prop_assert_eq!(ascii(&b), b.is_ascii());
+        let clean: Vec<u8> = b.iter().map(|c| c & 0x7f).collect();
+        prop_assert!(ascii(&clean));
+    }
+
     #[test]
     fn any_short_bytes_are_text_exactly_when_std_says_so(
         b in proptest::collection::vec(any::<u8>(), 0..80),
