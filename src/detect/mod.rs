@@ -73,7 +73,19 @@ const PHONE_KW: &[&str] = &["手机", "电话", "联系", "mobile", "phone", "te
 const IMEI_KW: &[&str] = &["imei", "meid", "device", "设备"];
 const PASSPORT_KW: &[&str] = &["护照", "证件号", "通行证", "passport", "permit"];
 const ORDERISH: &[&str] = &["order", "trade", "waybill", "tracking", "sku", "shop", "sn"];
+const ORDERISH_FIRSTS: [bool; 256] = firsts(ORDERISH);
 const MAC_FIELDS: &[&str] = &["mac", "bssid"];
+
+/// The first bytes of `kws`, as a table (`FieldName::has_any`).
+const fn firsts(kws: &[&str]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < kws.len() {
+        t[kws[i].as_bytes()[0] as usize] = true;
+        i += 1;
+    }
+    t
+}
 /// Digit groups joined into one number at most (`6222 0212 3456 7894 123` has 5).
 const MAX_GROUPS: usize = 8;
 
@@ -201,10 +213,20 @@ impl FieldName {
         n.len() <= h.len() && h.windows(n.len()).any(|w| w[0] == first && &w[1..] == rest)
     }
 
+    /// Contains any of `kws` (lower-case), whose first bytes are `firsts`:
+    /// one pass over the name, a table look-up a byte, where a test of
+    /// each keyword in turn took a pass each (2% of (c) for `ORDERISH`).
+    fn has_any(&self, kws: &[&str], firsts: &[bool; 256]) -> bool {
+        let h = &self.lower[..self.len];
+        h.iter().enumerate().any(|(i, &c)| {
+            firsts[usize::from(c)] && kws.iter().any(|k| h[i..].starts_with(k.as_bytes()))
+        })
+    }
+
     fn orderish(&self) -> bool {
         *self
             .orderish
-            .get_or_init(|| ORDERISH.iter().any(|k| self.has(k)))
+            .get_or_init(|| self.has_any(ORDERISH, &ORDERISH_FIRSTS))
     }
 }
 

@@ -282,6 +282,19 @@ proptest::proptest! {
         let lower = String::from_utf8_lossy(&f.lower[..f.len]).into_owned();
         proptest::prop_assert_eq!(f.has(kw), lower.contains(kw), "{:?} {:?}", name, kw);
     }
+
+    /// Any of a list in one pass, as a test of each keyword in turn says.
+    #[test]
+    fn any_of_the_order_keywords_is_found_as_each_in_turn_finds_it(
+        name in "([a-zA-Z_]{0,6}(order|trade|waybill|tracking|sku|shop|sn|ord|tra|s)){0,5}[a-z身份证]{0,8}",
+    ) {
+        let f = FieldName::new(&name);
+        proptest::prop_assert_eq!(
+            f.has_any(ORDERISH, &ORDERISH_FIRSTS),
+            ORDERISH.iter().any(|k| f.has(k)),
+            "{:?}", name
+        );
+    }
 }
 
 #[test]
