@@ -181,6 +181,7 @@ pub struct Engine {
     defer_rate: bool,
     items: Vec<Item>,
     findings: Vec<Breach>,
+    day: DayCache,
 }
 
 impl Engine {
@@ -197,6 +198,7 @@ impl Engine {
             defer_rate: false,
             items: Vec::new(),
             findings: Vec::new(),
+            day: DayCache::default(),
         }
     }
 
@@ -224,9 +226,9 @@ impl Engine {
     /// which counts such records apart. Returns the event's local date.
     pub fn check(&mut self, event: &DataSharingEvent) -> Result<Date, Problems> {
         let policy = Arc::clone(&self.policy);
-        let today = event
-            .occurred_at
-            .local_date(policy.settings.utc_offset_minutes)
+        let today = self
+            .day
+            .local_date(event.occurred_at, policy.settings.utc_offset_minutes)
             .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
         self.resolve_items(&policy, event, today)?;
         Ok(today)

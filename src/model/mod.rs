@@ -12,7 +12,7 @@ pub mod violation;
 pub use consent::{ConsentState, SeparateConsent};
 pub use enums::*;
 pub use event::{DataItem, DataSharingEvent, LegalDocument, Order, Recipient, Subject, Transport};
-pub use time::{Date, Timestamp};
+pub use time::{Date, DayCache, Timestamp};
 pub use violation::{PolicyVersion, Source, Violation};
 
 use std::fmt;
