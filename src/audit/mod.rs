@@ -226,11 +226,17 @@ impl Engine {
     /// which counts such records apart. Returns the event's local date.
     pub fn check(&mut self, event: &DataSharingEvent) -> Result<Date, Problems> {
         let policy = Arc::clone(&self.policy);
+        self.check_with(&policy, event)
+    }
+
+    /// `check` with the policy `audit` already holds (one count of the
+    /// `Arc` an event, not two).
+    fn check_with(&mut self, policy: &Policy, event: &DataSharingEvent) -> Result<Date, Problems> {
         let today = self
             .day
             .local_date(event.occurred_at, policy.settings.utc_offset_minutes)
             .unwrap_or_else(|| Date::ymd(2100, 1, 1).unwrap_or(Date(chrono::NaiveDate::MIN)));
-        self.resolve_items(&policy, event, today)?;
+        self.resolve_items(policy, event, today)?;
         Ok(today)
     }
 
@@ -244,7 +250,7 @@ impl Engine {
         ctx: &AuditContext,
     ) -> Result<Verdict, Problems> {
         let policy = Arc::clone(&self.policy);
-        let today = self.check(event)?;
+        let today = self.check_with(&policy, event)?;
 
         let entry = policy.registry.get(event.recipient.id.as_str());
         let profile = policy.profile(event.recipient.category);
