@@ -16,6 +16,7 @@ import argparse
 import re
 import statistics
 import subprocess
+import sys
 
 p = argparse.ArgumentParser()
 p.add_argument("bins", nargs=2)
@@ -23,9 +24,12 @@ p.add_argument("--rounds", type=int, default=4)
 p.add_argument("--filter", default="audit/(b_|c_|d_|f_)")
 a = p.parse_args()
 
-times = {b: {} for b in a.bins}
+UNIT_MS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+# By position: the same binary may be given twice (a smoke, or the noise floor).
+times = [{} for _ in a.bins]
 for _ in range(a.rounds):
-    for b in a.bins:
+    for i, b in enumerate(a.bins):
         out = subprocess.run(
             [b, "--bench", a.filter, "--warm-up-time", "1", "--measurement-time", "3"],
             capture_output=True, text=True, check=True).stdout
@@ -34,16 +38,21 @@ for _ in range(a.rounds):
             m = re.match(r"^(audit/\S+)", line)
             if m:
                 name = m.group(1)
-            m = re.search(r"time:\s+\[([\d.]+) ms ([\d.]+) ms ([\d.]+) ms\]", line)
+            m = re.search(r"time:\s+\[[\d.]+ \S+ ([\d.]+) (ns|µs|us|ms|s) [\d.]+ \S+\]", line)
             if m and name:
-                times[b].setdefault(name, []).append(float(m.group(2)))
+                ms = float(m.group(1)) * UNIT_MS[m.group(2)]
+                times[i].setdefault(name, []).append(ms)
                 name = None
+
+for b, t in zip(a.bins, times):
+    if not t or any(len(v) != a.rounds for v in t.values()):
+        sys.exit(f"{b}: no criterion time for some round of {a.filter!r}")
 
 print("| workload | binary | rounds (ms) | median | best | events/s (median) |")
 print("|---|---|---|---:|---:|---:|")
-for name in sorted({n for t in times.values() for n in t}):
-    for b in a.bins:
-        v = times[b].get(name, [])
+for name in sorted({n for t in times for n in t}):
+    for b, t in zip(a.bins, times):
+        v = t.get(name, [])
         if not v:
             continue
         med = statistics.median(v)

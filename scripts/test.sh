@@ -6,7 +6,8 @@
 #   through the `shareaudit audit` binary;
 # - the benchmarks in test mode (each runs once: they still build and work);
 # - the shipped policy's own test cases, with coverage of every rule;
-# - a smoke of the offline benchmark (scripts/bench-offline.py);
+# - a smoke of the offline benchmark (scripts/bench-offline.py) and of the
+#   alternating criterion comparison (scripts/bench-alternate.py);
 # - a smoke of every fuzz target;
 # - the daemon against a real broker (tansu);
 # - the compliance report rendered in a real browser.
@@ -24,6 +25,16 @@ cargo run --locked --quiet -- policy test deploy/policy/tests --coverage
 bench_dir=$(mktemp -d)
 python3 scripts/bench-offline.py --runs 1 --events 2000 --dir "$bench_dir" target/debug/shareaudit target/debug/shareaudit
 rm -rf "$bench_dir"
+
+# A smoke of the alternating criterion comparison (scripts/bench-alternate.py):
+# the test build of the audit bench against itself, one round of one workload.
+audit_bench=$(cargo test --locked --bench audit --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "audit" and m.get("executable"):
+        print(m["executable"])')
+python3 scripts/bench-alternate.py --rounds 1 --filter 'audit/f_' "$audit_bench" "$audit_bench"
 
 # Every fuzz target under AFL++ for 10 s (installs cargo-afl when missing);
 # the campaigns proper are `scripts/fuzz.sh` (FUZZING.md).
