@@ -160,8 +160,8 @@ pub struct Verdict {
     /// With the recipient-rate rule deferred (`Engine::defer_rate`): the
     /// violation this event would be if it took its recipient over the
     /// limit, for the cluster stage to count and decide. Boxed: a verdict
-    /// is returned by value for every event, and a violation inline is
-    /// most of a kilobyte to copy.
+    /// is returned by value for every event, and a violation is 432 bytes
+    /// to copy (the verdict is 56 with it boxed).
     pub rate_candidate: Option<Box<Violation>>,
 }
 
