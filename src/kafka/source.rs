@@ -203,6 +203,45 @@ impl ConsumerContext for SourceContext {
     }
 }
 
+/// Where a member stands in each of `partitions` (blocks for a round trip
+/// or two): librdkafka's position (the next offset it hands over, stepping
+/// over offsets that hold no record), or, for a partition it has handed
+/// nothing of since it was assigned, the group's commit, or with none the
+/// partition's start (`auto.offset.reset` earliest, the default).
+fn standing(
+    consumer: &StreamConsumer<SourceContext>,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, i64>, KafkaError> {
+    let offsets =
+        |tpl: &TopicPartitionList| -> BTreeMap<i32, i64> { super::offsets(tpl, topic).collect() };
+    let mut positions = consumer.position().map(|t| offsets(&t)).unwrap_or_default();
+    positions.retain(|p, _| partitions.contains(p));
+    let missing = |positions: &BTreeMap<i32, i64>| -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &p in partitions.iter().filter(|p| !positions.contains_key(p)) {
+            tpl.add_partition(topic, p);
+        }
+        tpl
+    };
+    let ask = missing(&positions);
+    if ask.count() > 0 {
+        let committed = consumer.committed_offsets(ask, Duration::from_secs(2))?;
+        for (p, o) in offsets(&committed) {
+            positions.entry(p).or_insert(o);
+        }
+    }
+    let mut ask = missing(&positions);
+    if ask.count() > 0 {
+        ask.set_all_offsets(Offset::Beginning)?;
+        let starts = consumer.offsets_for_times(ask, Duration::from_secs(2))?;
+        for (p, o) in offsets(&starts) {
+            positions.entry(p).or_insert(o);
+        }
+    }
+    Ok(positions)
+}
+
 pub struct Source {
     /// Shared with the end probes, which run off the runtime.
     consumer: Arc<StreamConsumer<SourceContext>>,
@@ -304,12 +343,31 @@ impl Source {
         }
     }
 
-    /// Lag per assigned partition: its end minus the last commit.
+    /// Lag per assigned partition: its end minus this member's last
+    /// commit, or, before its first commit of the partition, minus where
+    /// it stands ([`standing`]: the group's commit it started from, or how
+    /// far it has read since). A partition taken over at its end has no lag.
     pub fn update_lag(&self, progress: &Progress) {
         let committed = progress.lock().committed.clone();
-        for p in self.assigned() {
+        let assigned = self.assigned();
+        let fresh: Vec<i32> = assigned
+            .iter()
+            .copied()
+            .filter(|p| !committed.contains_key(p))
+            .collect();
+        let standing = if fresh.is_empty() {
+            BTreeMap::new()
+        } else {
+            blocking(|| standing(&self.consumer, &self.topic, &fresh)).unwrap_or_else(|e| {
+                tracing::debug!(topic = %self.topic, error = %e, "lag: where the member stands is not known yet");
+                BTreeMap::new()
+            })
+        };
+        for p in assigned {
+            let Some(done) = committed.get(&p).or(standing.get(&p)).copied() else {
+                continue;
+            };
             if let Some(end) = self.end_offset(p) {
-                let done = committed.get(&p).copied().unwrap_or(0);
                 progress.set_lag(p, (end - done).max(0));
             }
         }
@@ -422,16 +480,20 @@ impl Source {
     /// asked off the runtime (it blocks for a round trip or two): the time
     /// it was asked, the end of each partition then (ListOffsets, latest:
     /// every record logged before that time lies below it), and afterwards
-    /// where this member stands in each. That is librdkafka's position
-    /// (the next offset it hands over, stepping over offsets that hold no
-    /// record), or, for a partition it has handed nothing of since it was
-    /// assigned, the group's commit, or with none the partition's start
-    /// (`auto.offset.reset` earliest, the default).
+    /// where this member stands in each ([`standing`]).
     pub fn end_probe(&self) -> impl FnOnce() -> Result<EndProbe, KafkaError> + Send + 'static {
         let consumer = Arc::clone(&self.consumer);
         let topic = self.topic.clone();
         let partitions = self.assigned();
         move || {
+            if partitions.is_empty() {
+                // Nothing assigned yet (or any more): nothing to ask, and
+                // librdkafka refuses an empty question as an invalid argument.
+                return Ok(EndProbe {
+                    asked_at: crate::model::Timestamp::now().millis(),
+                    ..EndProbe::default()
+                });
+            }
             let ask = |offset: Offset| -> Result<TopicPartitionList, KafkaError> {
                 let mut tpl = TopicPartitionList::new();
                 for &p in &partitions {
@@ -445,21 +507,7 @@ impl Source {
             let question = ask(Offset::End)?;
             let asked_at = crate::model::Timestamp::now().millis();
             let ends = offsets(&consumer.offsets_for_times(question, Duration::from_secs(2))?);
-            let mut positions = consumer.position().map(|t| offsets(&t)).unwrap_or_default();
-            if partitions.iter().any(|p| !positions.contains_key(p)) {
-                let committed = consumer.committed(Duration::from_secs(2))?;
-                for (p, o) in offsets(&committed) {
-                    positions.entry(p).or_insert(o);
-                }
-            }
-            if partitions.iter().any(|p| !positions.contains_key(p)) {
-                let starts =
-                    consumer.offsets_for_times(ask(Offset::Beginning)?, Duration::from_secs(2))?;
-                for (p, o) in offsets(&starts) {
-                    positions.entry(p).or_insert(o);
-                }
-            }
-            positions.retain(|p, _| partitions.contains(p));
+            let positions = standing(&consumer, &topic, &partitions)?;
             Ok(EndProbe {
                 asked_at,
                 ends,
@@ -512,5 +560,28 @@ mod tests {
             "an empty partition"
         );
         assert_eq!(p.reached(3, Some(100)), Reached::Unknown);
+    }
+
+    #[test]
+    fn a_member_with_nothing_assigned_is_answered_without_asking() {
+        // Every replica probes before its first assignment; the answer
+        // used to be librdkafka's "invalid argument", warned of at start.
+        let kafka = crate::kafka::embedded::Embedded::new().unwrap();
+        kafka.create_topic("events", 2).unwrap();
+        let settings = Settings::from_raw(crate::config::RawSettings {
+            brokers: Some(kafka.bootstrap_servers()),
+            ..Default::default()
+        })
+        .unwrap();
+        let runtime = crate::daemon::runtime().unwrap();
+        let _inside = runtime.enter();
+        let metrics = Arc::new(crate::telemetry::Metrics::new().unwrap());
+        let progress = Arc::new(Progress::new(metrics, "events"));
+        let source = Source::new(&settings, "events", "g", progress).unwrap();
+        assert!(source.assigned().is_empty(), "no poll, no assignment");
+        let answer = source.end_probe()().expect("an empty probe is an answer");
+        assert!(answer.ends.is_empty() && answer.positions.is_empty());
+        assert!(answer.asked_at > 0);
+        assert_eq!(answer.reached(0, None), Reached::Unknown);
     }
 }
