@@ -295,6 +295,8 @@ fn any_thread_count_says_exactly_what_one_thread_says() {
         match i % 1500 {
             7 => body.push_str("{\"event_id\": broken\n"),
             8 => body.push_str("\n   \n# a comment\n"),
+            // A line longer than a batch (128 KiB) makes its batch longer.
+            1000 => body.push_str(&format!("# {}\n", "x".repeat(300_000))),
             9 => body.push_str(&format!(
                 "{}\n",
                 GOOD.replace("\"record_count\":1", "\"record_count\":-1")
@@ -330,6 +332,7 @@ fn any_thread_count_says_exactly_what_one_thread_says() {
         out.contains("volume.recipient_rate"),
         "the windowed rule fired"
     );
+    // A file is mapped whole; standard input is read in buffers.
     for threads in ["2", "3", "8"] {
         let many = audit(threads);
         assert_eq!(many.status.code(), one.status.code(), "--threads {threads}");
@@ -339,6 +342,43 @@ fn any_thread_count_says_exactly_what_one_thread_says() {
         );
         assert_eq!(text(&many.stderr), err, "--threads {threads}");
     }
+    for threads in ["1", "2"] {
+        let piped = audit_stdin(
+            &body,
+            &["--state", state.to_str().unwrap(), "--threads", threads],
+        );
+        assert_eq!(
+            piped.status.code(),
+            one.status.code(),
+            "stdin, --threads {threads}"
+        );
+        assert!(
+            piped.stdout == one.stdout,
+            "stdin, --threads {threads}: other violations"
+        );
+        let named = text(&piped.stderr).replace("-:", &format!("{}:", input.display()));
+        assert_eq!(named, err, "stdin, --threads {threads}");
+    }
+}
+
+/// `audit --events -` with `body` on standard input.
+fn audit_stdin(body: &str, args: &[&str]) -> Output {
+    let mut child = bin()
+        .args(["audit", "--events", "-", "--hmac-key", KEY])
+        .args(["--detected-at", "2026-12-01T00:00:00Z"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let body = body.to_owned();
+    // Written from a thread: the child's output fills its pipes meanwhile.
+    let writer = std::thread::spawn(move || stdin.write_all(body.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
 }
 
 /// `shareaudit audit ... | head` ends as `cat ... | head` does: killed by

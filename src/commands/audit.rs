@@ -17,6 +17,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+mod mapped;
 mod parallel;
 
 const AVRO_MAGIC: &[u8] = b"Obj\x01";
@@ -42,6 +43,15 @@ fn open(path: &Path) -> Result<Box<dyn BufRead + Send>> {
     }
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+}
+
+/// `path` mapped whole, if it is a regular file (not `-`, not empty).
+fn mapped(path: &Path) -> Result<Option<mapped::Mapped>> {
+    if path == Path::new("-") {
+        return Ok(None);
+    }
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    mapped::Mapped::of(&f).with_context(|| format!("cannot map {}", path.display()))
 }
 
 /// Whether the input is an Avro container (peeks without consuming).
@@ -350,7 +360,16 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     let mut r = open(&args.events)?;
     if threads > 1 && !is_avro(&mut r, &args.format)? {
         let workers = (0..threads).map(|_| worker()).collect();
-        parallel::judge_json_lines(r, &args.events.display().to_string(), workers, &mut judge)?;
+        let input = match mapped(&args.events)? {
+            Some(m) => parallel::Input::Mapped(m),
+            None => parallel::Input::Stream(r),
+        };
+        parallel::judge_json_lines(
+            input,
+            &args.events.display().to_string(),
+            workers,
+            &mut judge,
+        )?;
     } else {
         drop(r);
         let mut worker = worker();

@@ -1,5 +1,6 @@
-//! `audit --threads N` on JSON lines: one thread reads the file in large
-//! batches of whole lines, `N` workers decode the batches and judge each
+//! `audit --threads N` on JSON lines: one thread cuts the input into large
+//! batches of whole lines (of a regular file mapped whole, `mapped`; else
+//! read into buffers), `N` workers decode the batches and judge each
 //! event by every rule but the windowed one (`Worker`), and the calling
 //! thread finishes them in input order (`Judge`: the windowed rule, the
 //! counts, the output). What the windowed rule sees, and everything
@@ -12,6 +13,7 @@
 //! or grown by that worker alone (a block freed on another thread costs
 //! mimalloc a cross-thread free).
 
+use super::mapped::Mapped;
 use super::{At, Judge, Judged, Worker};
 use anyhow::Result;
 use shareaudit::codec::{DecodeError, json};
@@ -24,10 +26,37 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 /// About this many bytes of whole lines make a batch.
 const BATCH_BYTES: usize = 1 << 17;
 
-/// Lines as read, in order.
-struct Batch {
+/// What `audit --threads` reads: a file mapped whole, or a stream.
+pub(super) enum Input {
+    Mapped(Mapped),
+    Stream(Box<dyn io::BufRead + Send>),
+}
+
+/// What the reading thread cuts into batches.
+enum Cut<'a> {
+    Bytes(&'a [u8]),
+    Stream(Box<dyn io::BufRead + Send>),
+}
+
+/// Lines of the input, in order.
+struct Batch<'a> {
     seq: u64,
-    bytes: Vec<u8>,
+    bytes: Chunk<'a>,
+}
+
+/// A batch's bytes: part of the mapped file, or a buffer read.
+enum Chunk<'a> {
+    Mapped(&'a [u8]),
+    Read(Vec<u8>),
+}
+
+impl Chunk<'_> {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Mapped(b) => b,
+            Chunk::Read(v) => v,
+        }
+    }
 }
 
 /// One record of a batch, decoded (or not) into its slot's event.
@@ -55,12 +84,21 @@ struct Decoded {
 /// finishes every record in input order with `judge`. `name` names the
 /// input in messages.
 pub(super) fn judge_json_lines(
-    input: Box<dyn io::BufRead + Send>,
+    input: Input,
     name: &str,
     workers: Vec<Worker<'_>>,
     judge: &mut Judge<'_>,
 ) -> Result<()> {
     let threads = workers.len();
+    // The workers borrow the mapped file's bytes: it outlives the threads.
+    let mapped: Mapped;
+    let input = match input {
+        Input::Mapped(m) => {
+            mapped = m;
+            Cut::Bytes(mapped.bytes())
+        }
+        Input::Stream(r) => Cut::Stream(r),
+    };
     let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
     let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
     let (spare_tx, spare_rx): (Vec<_>, Vec<_>) = (0..threads).map(|_| channel()).unzip();
@@ -69,7 +107,13 @@ pub(super) fn judge_json_lines(
     let (free_tx, free_rx) = channel::<Vec<u8>>();
     let work_rx = Mutex::new(work_rx);
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read_batches(input, &work_tx, &free_rx));
+        let reader = s.spawn(move || match input {
+            Cut::Bytes(bytes) => {
+                cut_batches(bytes, &work_tx);
+                Ok(())
+            }
+            Cut::Stream(r) => read_batches(r, &work_tx, &free_rx),
+        });
         for (id, (mut worker, spare_rx)) in workers.into_iter().zip(spare_rx).enumerate() {
             let (done_tx, free_tx, work_rx) = (done_tx.clone(), free_tx.clone(), &work_rx);
             s.spawn(move || {
@@ -122,11 +166,39 @@ fn judge_in_order(
     Ok(())
 }
 
+/// Cuts `bytes` into batches that end at a line's end (the last may not),
+/// as `read_batches` cuts a stream.
+fn cut_batches<'a>(bytes: &'a [u8], work: &SyncSender<Batch<'a>>) {
+    let (mut at, mut seq) = (0, 0);
+    while at < bytes.len() {
+        let window = (at + BATCH_BYTES).min(bytes.len());
+        let end = if window == bytes.len() {
+            window
+        } else {
+            match memchr::memrchr(b'\n', &bytes[at..window]) {
+                Some(i) => at + i + 1,
+                // A line longer than a batch: its batch ends where it does.
+                None => {
+                    memchr::memchr(b'\n', &bytes[window..]).map_or(bytes.len(), |i| window + i + 1)
+                }
+            }
+        };
+        let batch = Batch {
+            seq,
+            bytes: Chunk::Mapped(&bytes[at..end]),
+        };
+        if work.send(batch).is_err() {
+            return; // the judge stopped
+        }
+        (at, seq) = (end, seq + 1);
+    }
+}
+
 /// Cuts the input into batches that end at a line's end (the last may
 /// not); a line longer than a batch makes its batch longer.
 fn read_batches(
     mut input: Box<dyn io::BufRead + Send>,
-    work: &SyncSender<Batch>,
+    work: &SyncSender<Batch<'_>>,
     free: &Receiver<Vec<u8>>,
 ) -> io::Result<()> {
     let mut carry: Vec<u8> = Vec::new();
@@ -143,6 +215,7 @@ fn read_batches(
             .read_to_end(&mut bytes)?;
         if n == 0 {
             if !bytes.is_empty() {
+                let bytes = Chunk::Read(bytes);
                 let _ = work.send(Batch { seq, bytes });
             }
             return Ok(());
@@ -151,6 +224,7 @@ fn read_batches(
             Some(end) => {
                 carry.extend_from_slice(&bytes[end + 1..]);
                 bytes.truncate(end + 1);
+                let bytes = Chunk::Read(bytes);
                 if work.send(Batch { seq, bytes }).is_err() {
                     return Ok(()); // the judge stopped
                 }
@@ -171,7 +245,7 @@ struct Pools {
 
 fn decode_batches(
     id: usize,
-    work: &Mutex<Receiver<Batch>>,
+    work: &Mutex<Receiver<Batch<'_>>>,
     pools: &Pools,
     worker: &mut Worker<'_>,
 ) {
@@ -187,17 +261,20 @@ fn decode_batches(
         let mut d = pools.spare.try_recv().unwrap_or_default();
         d.worker = id;
         decode(&batch, &mut d, worker);
-        let _ = pools.free.send(batch.bytes);
+        if let Chunk::Read(buffer) = batch.bytes {
+            let _ = pools.free.send(buffer);
+        }
         judge_gone = pools.done.send(d).is_err();
     }
 }
 
 /// Decodes a batch's lines into `d`'s slots, reusing their events, and
 /// judges each as far as `worker` can.
-fn decode(batch: &Batch, d: &mut Decoded, worker: &mut Worker<'_>) {
+fn decode(batch: &Batch<'_>, d: &mut Decoded, worker: &mut Worker<'_>) {
     d.seq = batch.seq;
     d.used = 0;
-    let body = batch.bytes.strip_suffix(b"\n").unwrap_or(&batch.bytes);
+    let bytes = batch.bytes.bytes();
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut lines = 0;
     for line in (Lines { rest: Some(body) }) {
         lines += 1;
