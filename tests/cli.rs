@@ -381,6 +381,55 @@ fn audit_stdin(body: &str, args: &[&str]) -> Output {
     out
 }
 
+/// An output that fails (a full disk) ends the audit with the error, on
+/// any thread count: the workers, which hold a bounded number of decoded
+/// batches, are let go when the judge stops, and drain the reader.
+#[test]
+fn an_output_that_fails_ends_the_audit_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("ev.jsonl");
+    let out = run(&[
+        "generate",
+        "--count",
+        "20000",
+        "--violation-share",
+        "0.5",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for threads in ["1", "2", "8"] {
+        let mut child = bin()
+            .args([
+                "audit",
+                "--events",
+                events.to_str().unwrap(),
+                "--hmac-key",
+                KEY,
+            ])
+            .args(["--output", "/dev/full", "--threads", threads])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("--threads {threads}: the audit did not end after its output failed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--threads {threads}");
+        assert!(
+            text(&out.stderr).contains("No space left on device"),
+            "--threads {threads}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
 /// `shareaudit audit ... | head` ends as `cat ... | head` does: killed by
 /// SIGPIPE once its reader is gone, nothing on stderr.
 #[test]

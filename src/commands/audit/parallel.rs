@@ -26,6 +26,12 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 /// About this many bytes of whole lines make a batch.
 const BATCH_BYTES: usize = 1 << 17;
 
+/// Decoded batches a worker fills at most before the judge gives one back.
+/// Unbounded, the workers ran ahead of one that was slow (a descheduled
+/// thread, a very long line) and the judge kept all they decoded until
+/// that one's batch came: memory without a bound.
+const DECODED_PER_WORKER: usize = 4;
+
 /// What `audit --threads` reads: a file mapped whole, or a stream.
 pub(super) enum Input {
     Mapped(Mapped),
@@ -130,6 +136,7 @@ pub(super) fn judge_json_lines(
         let judged = judge_in_order(&done_rx, &spare_tx, name, judge);
         // On an error here, the workers find the judge gone and drain the
         // reader, so that every thread ends.
+        drop(spare_tx);
         drop(done_rx);
         let read = reader
             .join()
@@ -249,16 +256,31 @@ fn decode_batches(
     pools: &Pools,
     worker: &mut Worker<'_>,
 ) {
-    let mut judge_gone = false;
+    let (mut judge_gone, mut made) = (false, 0);
     loop {
+        // The slots to fill first, then the batch: a worker that waits for
+        // its slots holds no batch the judge waits for.
+        let slots = if judge_gone {
+            None
+        } else {
+            match pools.spare.try_recv() {
+                Ok(d) => Some(d),
+                Err(_) if made < DECODED_PER_WORKER => {
+                    made += 1;
+                    Some(Decoded::default())
+                }
+                Err(_) => pools.spare.recv().ok(),
+            }
+        };
+        judge_gone |= slots.is_none();
         let batch = match work.lock().map(|w| w.recv()) {
             Ok(Ok(b)) => b,
             _ => return,
         };
-        if judge_gone {
+        // With the judge gone, the reader is drained so that it ends.
+        let Some(mut d) = slots else {
             continue;
-        }
-        let mut d = pools.spare.try_recv().unwrap_or_default();
+        };
         d.worker = id;
         decode(&batch, &mut d, worker);
         if let Chunk::Read(buffer) = batch.bytes {
