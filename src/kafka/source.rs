@@ -83,6 +83,10 @@ pub struct SourceContext {
     /// the consumer from its own callback hung while it closed: its
     /// `assignment()` waits on a thread that no longer serves it).
     assigned: Mutex<BTreeSet<i32>>,
+    /// Where this member started each partition it has not committed yet
+    /// (the group's commit, or the start), for its lag: asked of the
+    /// broker once per assignment; forgotten on revoke.
+    started: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl ClientContext for SourceContext {
@@ -104,6 +108,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 impl SourceContext {
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeSet<i32>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn started(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, i64>> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Commits what the watermark allows for `partitions`, synchronously.
@@ -167,8 +175,10 @@ impl ConsumerContext for SourceContext {
         drop(marks);
         let n = {
             let mut assigned = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
+            let mut started = self.started();
             for p in &partitions {
                 assigned.remove(p);
+                started.remove(p);
             }
             assigned.len()
         };
@@ -212,6 +222,7 @@ fn standing(
     consumer: &StreamConsumer<SourceContext>,
     topic: &str,
     partitions: &[i32],
+    timeout: Duration,
 ) -> Result<BTreeMap<i32, i64>, KafkaError> {
     let offsets =
         |tpl: &TopicPartitionList| -> BTreeMap<i32, i64> { super::offsets(tpl, topic).collect() };
@@ -226,7 +237,7 @@ fn standing(
     };
     let ask = missing(&positions);
     if ask.count() > 0 {
-        let committed = consumer.committed_offsets(ask, Duration::from_secs(2))?;
+        let committed = consumer.committed_offsets(ask, timeout)?;
         for (p, o) in offsets(&committed) {
             positions.entry(p).or_insert(o);
         }
@@ -234,7 +245,7 @@ fn standing(
     let mut ask = missing(&positions);
     if ask.count() > 0 {
         ask.set_all_offsets(Offset::Beginning)?;
-        let starts = consumer.offsets_for_times(ask, Duration::from_secs(2))?;
+        let starts = consumer.offsets_for_times(ask, timeout)?;
         for (p, o) in offsets(&starts) {
             positions.entry(p).or_insert(o);
         }
@@ -273,6 +284,7 @@ impl Source {
             paused: AtomicBool::new(false),
             held: Mutex::new(BTreeSet::new()),
             assigned: Mutex::new(BTreeSet::new()),
+            started: Mutex::new(BTreeMap::new()),
         };
         let consumer: StreamConsumer<SourceContext> = c.create_with_context(context)?;
         consumer.subscribe(&[topic])?;
@@ -344,9 +356,9 @@ impl Source {
     }
 
     /// Lag per assigned partition: its end minus this member's last
-    /// commit, or, before its first commit of the partition, minus where
-    /// it stands ([`standing`]: the group's commit it started from, or how
-    /// far it has read since). A partition taken over at its end has no lag.
+    /// commit, or before its first commit of the partition, minus how far
+    /// it has come ([`Source::read_or_started`]). A partition taken over at
+    /// its end has no lag.
     pub fn update_lag(&self, progress: &Progress) {
         let committed = progress.lock().committed.clone();
         let assigned = self.assigned();
@@ -355,22 +367,64 @@ impl Source {
             .copied()
             .filter(|p| !committed.contains_key(p))
             .collect();
-        let standing = if fresh.is_empty() {
+        let since = if fresh.is_empty() {
             BTreeMap::new()
         } else {
-            blocking(|| standing(&self.consumer, &self.topic, &fresh)).unwrap_or_else(|e| {
-                tracing::debug!(topic = %self.topic, error = %e, "lag: where the member stands is not known yet");
-                BTreeMap::new()
-            })
+            self.read_or_started(&fresh)
         };
         for p in assigned {
-            let Some(done) = committed.get(&p).or(standing.get(&p)).copied() else {
+            let Some(done) = committed.get(&p).or(since.get(&p)).copied() else {
                 continue;
             };
             if let Some(end) = self.end_offset(p) {
                 progress.set_lag(p, (end - done).max(0));
             }
         }
+    }
+
+    /// How far this member has read in each of `partitions` (librdkafka's
+    /// position), or else where it started them ([`standing`]: asked of the
+    /// broker once per assignment, within half a second, so that a broker
+    /// that does not answer holds the stage little).
+    fn read_or_started(&self, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        let mut read: BTreeMap<i32, i64> = self
+            .consumer
+            .position()
+            .map(|t| super::offsets(&t, &self.topic).collect())
+            .unwrap_or_default();
+        read.retain(|p, _| partitions.contains(p));
+        let ctx = self.consumer.context();
+        let unknown: Vec<i32> = {
+            let started = ctx.started();
+            partitions
+                .iter()
+                .copied()
+                .filter(|p| !read.contains_key(p) && !started.contains_key(p))
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let ask = || {
+                standing(
+                    &self.consumer,
+                    &self.topic,
+                    &unknown,
+                    Duration::from_millis(500),
+                )
+            };
+            match blocking(ask) {
+                Ok(found) => ctx.started().extend(found),
+                Err(e) => {
+                    tracing::debug!(topic = %self.topic, error = %e, "lag: where the member started is not known yet")
+                }
+            }
+        }
+        let started = ctx.started();
+        for p in partitions {
+            if let Some(&o) = started.get(p) {
+                read.entry(*p).or_insert(o);
+            }
+        }
+        read
     }
 
     /// Stops (or resumes) fetching as a whole, for backpressure and
@@ -507,7 +561,7 @@ impl Source {
             let question = ask(Offset::End)?;
             let asked_at = crate::model::Timestamp::now().millis();
             let ends = offsets(&consumer.offsets_for_times(question, Duration::from_secs(2))?);
-            let positions = standing(&consumer, &topic, &partitions)?;
+            let positions = standing(&consumer, &topic, &partitions, Duration::from_secs(2))?;
             Ok(EndProbe {
                 asked_at,
                 ends,
