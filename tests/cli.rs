@@ -381,23 +381,30 @@ fn audit_stdin(body: &str, args: &[&str]) -> Output {
     out
 }
 
-/// An output that fails (a full disk) ends the audit with the error, on
-/// any thread count: the workers, which hold a bounded number of decoded
-/// batches, are let go when the judge stops, and drain the reader.
-#[test]
-fn an_output_that_fails_ends_the_audit_with_its_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("ev.jsonl");
+/// `count` generated events, half of them violating, in `dir/ev.jsonl`.
+fn generated(dir: &Path, count: usize) -> PathBuf {
+    let events = dir.join("ev.jsonl");
+    let count = count.to_string();
     let out = run(&[
         "generate",
         "--count",
-        "20000",
+        &count,
         "--violation-share",
         "0.5",
         "--events",
         events.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    events
+}
+
+/// An output that fails (a full disk) ends the audit with the error, on
+/// any thread count: the workers, which hold a bounded number of decoded
+/// batches, are let go when the judge stops, and drain the reader.
+#[test]
+fn an_output_that_fails_ends_the_audit_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = generated(dir.path(), 20_000);
     for threads in ["1", "2", "8"] {
         let mut child = bin()
             .args([
@@ -437,17 +444,7 @@ fn a_reader_that_goes_away_ends_the_audit_quietly() {
     use std::io::{BufRead, BufReader};
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("ev.jsonl");
-    let out = run(&[
-        "generate",
-        "--count",
-        "20000",
-        "--violation-share",
-        "0.5",
-        "--events",
-        events.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = generated(dir.path(), 20_000);
     for threads in ["1", "2"] {
         let mut child = bin()
             .args([
