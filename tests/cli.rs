@@ -398,6 +398,42 @@ fn generated(dir: &Path, count: usize) -> PathBuf {
     events
 }
 
+/// A file that cannot be mapped (sysfs reports a size and refuses to map)
+/// is read, on two threads as on one.
+#[test]
+fn a_file_that_cannot_be_mapped_is_read() {
+    let path = "/sys/devices/system/cpu/online";
+    if !Path::new(path).exists() {
+        eprintln!("no {path} here: nothing to test");
+        return;
+    }
+    let audit = |threads: &str| {
+        run(&[
+            "audit",
+            "--events",
+            path,
+            "--hmac-key",
+            KEY,
+            "--threads",
+            threads,
+        ])
+    };
+    let (one, two) = (audit("1"), audit("2"));
+    assert!(
+        !text(&two.stderr).contains("cannot map"),
+        "{}",
+        text(&two.stderr)
+    );
+    assert_eq!(
+        two.status.code(),
+        one.status.code(),
+        "{}",
+        text(&two.stderr)
+    );
+    assert_eq!(text(&two.stderr), text(&one.stderr));
+    assert_eq!(two.stdout, one.stdout);
+}
+
 /// An output that fails (a full disk) ends the audit with the error, on
 /// any thread count: the workers, which hold a bounded number of decoded
 /// batches, are let go when the judge stops, and drain the reader.

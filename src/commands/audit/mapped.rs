@@ -21,8 +21,9 @@ unsafe impl Send for Mapped {}
 unsafe impl Sync for Mapped {}
 
 impl Mapped {
-    /// The whole of `file` if it is a regular, non-empty file; `None` for
-    /// anything else (it is then read as a stream).
+    /// The whole of `file` if it is a regular, non-empty file that can be
+    /// mapped; `None` for anything else (it is then read as a stream):
+    /// sysfs and some FUSE file systems refuse to map what they read.
     pub(super) fn of(file: &File) -> io::Result<Option<Mapped>> {
         let meta = file.metadata()?;
         if !meta.file_type().is_file() || meta.len() == 0 {
@@ -44,7 +45,9 @@ impl Mapped {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            tracing::debug!(%error, "the input cannot be mapped; it is read");
+            return Ok(None);
         }
         // Read once, front to back: the kernel reads ahead further and
         // drops pages behind. Only a hint: its failure changes nothing.
