@@ -88,12 +88,29 @@ impl std::fmt::Display for At<'_> {
     }
 }
 
+/// The reader schema of an Avro file's records: parsed when one is read.
+#[derive(Clone, Copy)]
+enum Reader {
+    Event,
+    Consent,
+}
+
+impl Reader {
+    fn schema(self) -> Result<&'static apache_avro::Schema, DecodeError> {
+        let schemas = avro::schemas()?;
+        Ok(match self {
+            Reader::Event => &schemas.event,
+            Reader::Consent => &schemas.consent,
+        })
+    }
+}
+
 /// Every record of a file, JSON lines or Avro, with where it is; an Avro
 /// record the container cannot read comes as its error.
 fn records(
     path: &Path,
     format: &str,
-    schema: &'static apache_avro::Schema,
+    reader: Reader,
     mut each: impl FnMut(At<'_>, Result<Raw<'_>, DecodeError>) -> Result<()>,
 ) -> Result<()> {
     let name = path.display().to_string();
@@ -101,7 +118,7 @@ fn records(
     if is_avro(&mut r, format)? {
         let mut bytes = Vec::new();
         r.read_to_end(&mut bytes)?;
-        let values = avro::container_values(&bytes[..], schema)
+        let values = avro::container_values(&bytes[..], reader.schema()?)
             .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         for (i, v) in values.enumerate() {
             let at = At {
@@ -301,13 +318,12 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         return Ok(INPUT_ERROR);
     };
     let policy = Arc::new(policy);
-    let schemas = avro::schemas()?;
     let mut summary = Summary::default();
 
     let mut table = ConsentTable::for_policy(&policy.settings);
     if let Some(path) = &args.state {
         // A tombstone line is not a ConsentState; look for it first.
-        records(path, &args.format, &schemas.consent, |at, raw| {
+        records(path, &args.format, Reader::Consent, |at, raw| {
             let rec = raw.and_then(|raw| match raw {
                 Raw::Json(bytes) => match json::tombstone_user(bytes) {
                     Some(user) => Ok(Err(user)),
@@ -375,7 +391,7 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
         let mut worker = worker();
         let mut event = DataSharingEvent::empty();
         let mut judged = Judged::default();
-        records(&args.events, &args.format, &schemas.event, |at, raw| {
+        records(&args.events, &args.format, Reader::Event, |at, raw| {
             let decoded = raw.and_then(|raw| match raw {
                 Raw::Json(bytes) => json::decode_event_into(bytes, &mut event),
                 Raw::Avro(v) => avro::event_from_value(&v).map(|e| event = e),

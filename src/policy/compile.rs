@@ -252,15 +252,21 @@ impl Policy {
     }
 }
 
-/// Collects findings with positions.
+/// Collects findings with positions. The text's positions are read (a
+/// second parse of the YAML) at the first finding: a policy without one,
+/// the common case at every start and reload, does without.
 struct Check<'a> {
-    positions: &'a Positions,
+    text: &'a str,
+    positions: std::cell::OnceCell<Positions>,
     findings: Vec<Finding>,
 }
 
 impl Check<'_> {
     fn add(&mut self, level: Level, path: &str, message: impl Into<String>) {
-        let pos = self.positions.find(path);
+        let pos = self
+            .positions
+            .get_or_init(|| Positions::of(self.text))
+            .find(path);
         self.findings.push(Finding {
             level,
             line: pos.line,
@@ -325,9 +331,9 @@ pub(super) fn load(text: &str, file: &str, now: Timestamp) -> Result<Loaded, Pol
             });
         }
     };
-    let positions = Positions::of(text);
     let mut ck = Check {
-        positions: &positions,
+        text,
+        positions: std::cell::OnceCell::new(),
         findings: Vec::new(),
     };
     let policy = compile(&raw, text, now, &mut ck);
