@@ -229,7 +229,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// does there, and is decided as the daemon's rate stage decides it.
 struct Judge<'a> {
     windows: RateWindows,
-    out: Box<dyn Write + 'a>,
+    /// Written by whichever thread finishes (`audit --threads`).
+    out: Box<dyn Write + Send + 'a>,
     summary: &'a mut Summary,
     /// For `--report` and `--summary-json`.
     tally: Option<report::Tally>,
@@ -349,12 +350,12 @@ pub fn run(args: &AuditArgs) -> Result<i32> {
     }
 
     let key = hmac_key(args)?;
-    let out: Box<dyn Write> = match &args.output {
+    let out: Box<dyn Write + Send> = match &args.output {
         Some(p) => Box::new(BufWriter::with_capacity(
             WRITE_BUFFER,
             File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
         )),
-        None => Box::new(BufWriter::with_capacity(WRITE_BUFFER, io::stdout().lock())),
+        None => Box::new(BufWriter::with_capacity(WRITE_BUFFER, io::stdout())),
     };
     let mut judge = Judge {
         windows: RateWindows::default(),

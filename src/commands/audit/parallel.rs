@@ -1,17 +1,26 @@
-//! `audit --threads N` on JSON lines: one thread cuts the input into large
-//! batches of whole lines (of a regular file mapped whole, `mapped`; else
-//! read into buffers), `N` workers decode the batches and judge each
-//! event by every rule but the windowed one (`Worker`), and the calling
-//! thread finishes them in input order (`Judge`: the windowed rule, the
-//! counts, the output). What the windowed rule sees, and everything
-//! written, is in the order one thread would see it, so the output is the
-//! same for any `N` (tested byte for byte).
+//! `audit --threads N` on JSON lines, on `N` threads (the calling one and
+//! `N - 1` more), each doing in turn everything there is to do:
 //!
-//! Events are decoded into slots that go back, once judged, to the worker
-//! that filled them: as on one thread, a long file allocates little, and
-//! what a worker allocated (strings, violations, rate candidates) is freed
-//! or grown by that worker alone (a block freed on another thread costs
-//! mimalloc a cross-thread free).
+//! - take the next batch of whole lines (`Cutter`, under a lock: of a
+//!   regular file mapped whole, `mapped`, it only finds the batch's last
+//!   line end; of a stream it reads);
+//! - decode it and judge each event by every rule but the windowed one
+//!   (`Worker`);
+//! - hand it in, and finish, in input order, every batch that is ready
+//!   (`Judge`: the windowed rule, the counts, the output), unless another
+//!   thread is finishing them: that one then finishes this batch too.
+//!
+//! What the windowed rule sees, and everything written, is in the order
+//! one thread would see it, so the output is the same for any `N` (tested
+//! byte for byte). No thread only reads or only finishes: on two cores,
+//! a reading thread and a finishing thread beside two decoding ones cost
+//! thousands of context switches a run and the caches between them.
+//!
+//! Events are decoded into slots that go back, once finished, to the
+//! thread that filled them: as on one thread, a long file allocates
+//! little, and what a thread allocated (strings, violations, rate
+//! candidates) is freed or grown by that thread alone (a block freed on
+//! another thread costs mimalloc a cross-thread free).
 
 use super::mapped::Mapped;
 use super::{At, Judge, Judged, Worker};
@@ -20,27 +29,22 @@ use shareaudit::codec::{DecodeError, json};
 use shareaudit::model::DataSharingEvent;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 
 /// About this many bytes of whole lines make a batch.
 const BATCH_BYTES: usize = 1 << 17;
 
-/// Decoded batches a worker fills at most before the judge gives one back.
-/// Unbounded, the workers ran ahead of one that was slow (a descheduled
-/// thread, a very long line) and the judge kept all they decoded until
-/// that one's batch came: memory without a bound.
+/// Decoded batches a thread fills at most before one is finished and
+/// given back. Unbounded, the threads ran ahead of one that was slow (a
+/// descheduled thread, a very long line) and the batches waiting for its
+/// batch were all kept: memory without a bound.
 const DECODED_PER_WORKER: usize = 4;
 
 /// What `audit --threads` reads: a file mapped whole, or a stream.
 pub(super) enum Input {
     Mapped(Mapped),
-    Stream(Box<dyn io::BufRead + Send>),
-}
-
-/// What the reading thread cuts into batches.
-enum Cut<'a> {
-    Bytes(&'a [u8]),
     Stream(Box<dyn io::BufRead + Send>),
 }
 
@@ -78,7 +82,7 @@ struct Slot {
 /// and how many lines it had.
 #[derive(Default)]
 struct Decoded {
-    /// The worker that filled it, and gets it back.
+    /// The thread that filled it, and gets it back.
     worker: usize,
     seq: u64,
     lines: u64,
@@ -86,207 +90,330 @@ struct Decoded {
     slots: Vec<Slot>,
 }
 
-/// Reads `input` to its end with a thread per worker, decoding and judging;
-/// finishes every record in input order with `judge`. `name` names the
-/// input in messages.
+/// Reads `input` to its end with a thread per worker, decoding and judging,
+/// and finishes every record in input order with `judge`. `name` names
+/// the input in messages.
 pub(super) fn judge_json_lines(
     input: Input,
     name: &str,
     workers: Vec<Worker<'_>>,
     judge: &mut Judge<'_>,
 ) -> Result<()> {
-    let threads = workers.len();
-    // The workers borrow the mapped file's bytes: it outlives the threads.
+    // The batches borrow the mapped file's bytes: it outlives the threads.
     let mapped: Mapped;
-    let input = match input {
+    let cutter = match input {
         Input::Mapped(m) => {
             mapped = m;
-            Cut::Bytes(mapped.bytes())
+            Cutter::Bytes {
+                bytes: mapped.bytes(),
+                at: 0,
+                seq: 0,
+            }
         }
-        Input::Stream(r) => Cut::Stream(r),
+        Input::Stream(input) => Cutter::Stream {
+            input,
+            carry: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            ended: false,
+            error: None,
+        },
     };
-    let (work_tx, work_rx) = sync_channel::<Batch>(threads * 2);
-    let (done_tx, done_rx) = sync_channel::<Decoded>(threads * 2);
-    let (spare_tx, spare_rx): (Vec<_>, Vec<_>) = (0..threads).map(|_| channel()).unzip();
-    // Read buffers go back to the reader once decoded: fresh ones would
-    // cost page faults and zeroing, batch after batch.
-    let (free_tx, free_rx) = channel::<Vec<u8>>();
-    let work_rx = Mutex::new(work_rx);
+    let (spare_tx, spare_rx): (Vec<_>, Vec<_>) = (0..workers.len()).map(|_| channel()).unzip();
+    let shared = Shared {
+        cutter: Mutex::new(cutter),
+        order: Mutex::new(Order::default()),
+        finisher: Mutex::new(Finisher {
+            judge,
+            name,
+            base: 0,
+            error: None,
+        }),
+        spare: spare_tx,
+        failed: AtomicBool::new(false),
+    };
     std::thread::scope(|s| {
-        let reader = s.spawn(move || match input {
-            Cut::Bytes(bytes) => {
-                cut_batches(bytes, &work_tx);
-                Ok(())
+        let mut mine = None;
+        for (id, (worker, spare)) in workers.into_iter().zip(spare_rx).enumerate() {
+            if id == 0 {
+                mine = Some((worker, spare));
+                continue;
             }
-            Cut::Stream(r) => read_batches(r, &work_tx, &free_rx),
-        });
-        for (id, (mut worker, spare_rx)) in workers.into_iter().zip(spare_rx).enumerate() {
-            let (done_tx, free_tx, work_rx) = (done_tx.clone(), free_tx.clone(), &work_rx);
-            s.spawn(move || {
-                let pools = Pools {
-                    spare: spare_rx,
-                    done: done_tx,
-                    free: free_tx,
-                };
-                decode_batches(id, work_rx, &pools, &mut worker)
-            });
+            let shared = &shared;
+            s.spawn(move || shared.work(id, worker, &spare));
         }
-        drop(free_tx);
-        drop(done_tx);
-        let judged = judge_in_order(&done_rx, &spare_tx, name, judge);
-        // On an error here, the workers find the judge gone and drain the
-        // reader, so that every thread ends.
-        drop(spare_tx);
-        drop(done_rx);
-        let read = reader
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the reading thread panicked")));
-        judged?;
-        read.map_err(|e| anyhow::anyhow!("reading {name}: {e}"))
-    })
-}
-
-fn judge_in_order(
-    done: &Receiver<Decoded>,
-    spare: &[Sender<Decoded>],
-    name: &str,
-    judge: &mut Judge<'_>,
-) -> Result<()> {
-    let mut waiting = BTreeMap::new();
-    let (mut next, mut base) = (0u64, 0u64);
-    for d in done {
-        waiting.insert(d.seq, d);
-        while let Some(mut d) = waiting.remove(&next) {
-            for slot in &mut d.slots[..d.used] {
-                let at = At {
-                    name,
-                    n: base + slot.line,
-                    avro: false,
-                };
-                judge.finish(&at, &slot.event, &mut slot.judged)?;
-            }
-            base += d.lines;
-            next += 1;
-            let _ = spare[d.worker].send(d);
+        if let Some((worker, spare)) = mine {
+            shared.work(0, worker, &spare);
         }
+    });
+    let Shared {
+        cutter,
+        order,
+        finisher,
+        ..
+    } = shared;
+    if let Some(e) = finisher
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .error
+    {
+        return Err(e);
     }
+    if let Cutter::Stream { error: Some(e), .. } =
+        cutter.into_inner().unwrap_or_else(PoisonError::into_inner)
+    {
+        return Err(anyhow::anyhow!("reading {name}: {e}"));
+    }
+    let left = lock(&order).waiting.len();
+    anyhow::ensure!(
+        left == 0,
+        "{left} batches of {name} were decoded and never finished"
+    );
     Ok(())
 }
 
-/// Cuts `bytes` into batches that end at a line's end (the last may not),
-/// as `read_batches` cuts a stream.
-fn cut_batches<'a>(bytes: &'a [u8], work: &SyncSender<Batch<'a>>) {
-    let (mut at, mut seq) = (0, 0);
-    while at < bytes.len() {
-        let window = (at + BATCH_BYTES).min(bytes.len());
-        let end = if window == bytes.len() {
-            window
-        } else {
-            match memchr::memrchr(b'\n', &bytes[at..window]) {
-                Some(i) => at + i + 1,
-                // A line longer than a batch: its batch ends where it does.
-                None => {
-                    memchr::memchr(b'\n', &bytes[window..]).map_or(bytes.len(), |i| window + i + 1)
-                }
-            }
-        };
-        let batch = Batch {
-            seq,
-            bytes: Chunk::Mapped(&bytes[at..end]),
-        };
-        if work.send(batch).is_err() {
-            return; // the judge stopped
-        }
-        (at, seq) = (end, seq + 1);
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Cuts the input into batches that end at a line's end (the last may
-/// not); a line longer than a batch makes its batch longer.
-fn read_batches(
-    mut input: Box<dyn io::BufRead + Send>,
-    work: &SyncSender<Batch<'_>>,
-    free: &Receiver<Vec<u8>>,
-) -> io::Result<()> {
-    let mut carry: Vec<u8> = Vec::new();
-    let mut seq = 0;
-    loop {
-        let mut bytes = free
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH_BYTES + carry.len()));
-        bytes.clear();
-        bytes.extend_from_slice(&carry);
-        carry.clear();
-        let n = (&mut input)
-            .take(BATCH_BYTES as u64)
-            .read_to_end(&mut bytes)?;
-        if n == 0 {
-            if !bytes.is_empty() {
-                let bytes = Chunk::Read(bytes);
-                let _ = work.send(Batch { seq, bytes });
-            }
-            return Ok(());
-        }
-        match memchr::memrchr(b'\n', &bytes) {
-            Some(end) => {
-                carry.extend_from_slice(&bytes[end + 1..]);
-                bytes.truncate(end + 1);
-                let bytes = Chunk::Read(bytes);
-                if work.send(Batch { seq, bytes }).is_err() {
-                    return Ok(()); // the judge stopped
-                }
-                seq += 1;
-            }
-            None => carry = bytes,
-        }
-    }
+/// What the threads share.
+struct Shared<'i, 'j, 'a> {
+    cutter: Mutex<Cutter<'i>>,
+    order: Mutex<Order>,
+    finisher: Mutex<Finisher<'j, 'a>>,
+    /// Finished batches back to the thread that filled them.
+    spare: Vec<Sender<Decoded>>,
+    /// Finishing failed (the output): every thread stops.
+    failed: AtomicBool,
 }
 
-/// A worker's channels: its own judged batches back, decoded batches to
-/// the judge, read buffers back to the reader.
-struct Pools {
-    spare: Receiver<Decoded>,
-    done: SyncSender<Decoded>,
-    free: Sender<Vec<u8>>,
+/// The batches decoded and not finished yet, and the next to finish.
+#[derive(Default)]
+struct Order {
+    waiting: BTreeMap<u64, Decoded>,
+    next: u64,
 }
 
-fn decode_batches(
-    id: usize,
-    work: &Mutex<Receiver<Batch<'_>>>,
-    pools: &Pools,
-    worker: &mut Worker<'_>,
-) {
-    let (mut judge_gone, mut made) = (false, 0);
-    loop {
-        // The slots to fill first, then the batch: a worker that waits for
-        // its slots holds no batch the judge waits for.
-        let slots = if judge_gone {
-            None
-        } else {
-            match pools.spare.try_recv() {
-                Ok(d) => Some(d),
+/// The in-order half, held by one thread at a time.
+struct Finisher<'j, 'a> {
+    judge: &'j mut Judge<'a>,
+    name: &'j str,
+    /// Lines before the next batch.
+    base: u64,
+    error: Option<anyhow::Error>,
+}
+
+impl Shared<'_, '_, '_> {
+    /// One thread's work: a batch taken, decoded, handed in, until the
+    /// input ends or finishing fails.
+    fn work(&self, id: usize, mut worker: Worker<'_>, spare: &Receiver<Decoded>) {
+        let (mut made, mut buffer) = (0, None);
+        while !self.failed.load(Ordering::Acquire) {
+            // The slots to fill first, then the batch: a thread that waits
+            // for its slots holds no batch that the others wait for.
+            let mut d = match spare.try_recv() {
+                Ok(d) => d,
                 Err(_) if made < DECODED_PER_WORKER => {
                     made += 1;
-                    Some(Decoded::default())
+                    Decoded::default()
                 }
-                Err(_) => pools.spare.recv().ok(),
+                // Its batches come back when finished, or when finishing fails.
+                Err(_) => match spare.recv() {
+                    Ok(d) => d,
+                    Err(_) => return,
+                },
+            };
+            if self.failed.load(Ordering::Acquire) {
+                return;
             }
-        };
-        judge_gone |= slots.is_none();
-        let batch = match work.lock().map(|w| w.recv()) {
-            Ok(Ok(b)) => b,
-            _ => return,
-        };
-        // With the judge gone, the reader is drained so that it ends.
-        let Some(mut d) = slots else {
-            continue;
-        };
-        d.worker = id;
-        decode(&batch, &mut d, worker);
-        if let Chunk::Read(buffer) = batch.bytes {
-            let _ = pools.free.send(buffer);
+            let Some(batch) = lock(&self.cutter).next(buffer.take()) else {
+                return;
+            };
+            d.worker = id;
+            decode(&batch, &mut d, &mut worker);
+            if let Chunk::Read(b) = batch.bytes {
+                buffer = Some(b);
+            }
+            self.hand_in(d);
         }
-        judge_gone = pools.done.send(d).is_err();
+    }
+
+    /// `d` waits for its turn; this thread finishes what is ready.
+    fn hand_in(&self, d: Decoded) {
+        {
+            let mut order = lock(&self.order);
+            if self.failed.load(Ordering::Acquire) {
+                let _ = self.spare[d.worker].send(d);
+                return;
+            }
+            order.waiting.insert(d.seq, d);
+        }
+        self.finish_ready();
+    }
+
+    /// Finishes, in order, every batch that is ready, unless another thread
+    /// is at it. A batch handed in while this thread finished, by a thread
+    /// that found the finisher taken, is finished here: after letting go,
+    /// this thread looks again.
+    fn finish_ready(&self) {
+        loop {
+            let mut f = match self.finisher.try_lock() {
+                Ok(f) => f,
+                Err(TryLockError::WouldBlock | TryLockError::Poisoned(_)) => return,
+            };
+            loop {
+                let next = {
+                    let mut order = lock(&self.order);
+                    let n = order.next;
+                    let Some(d) = order.waiting.remove(&n) else {
+                        break;
+                    };
+                    order.next += 1;
+                    d
+                };
+                let mut d = next;
+                let finished = f.finish(&mut d);
+                let _ = self.spare[d.worker].send(d);
+                if let Err(e) = finished {
+                    f.error = Some(e);
+                    self.fail();
+                    return;
+                }
+            }
+            drop(f);
+            let order = lock(&self.order);
+            if !order.waiting.contains_key(&order.next) {
+                return;
+            }
+        }
+    }
+
+    /// Finishing failed: every batch waiting goes back to its thread (one
+    /// waiting for its slots wakes), and no thread takes another.
+    fn fail(&self) {
+        let mut order = lock(&self.order);
+        self.failed.store(true, Ordering::Release);
+        for (_, d) in std::mem::take(&mut order.waiting) {
+            let _ = self.spare[d.worker].send(d);
+        }
+    }
+}
+
+impl Finisher<'_, '_> {
+    fn finish(&mut self, d: &mut Decoded) -> Result<()> {
+        for slot in &mut d.slots[..d.used] {
+            let at = At {
+                name: self.name,
+                n: self.base + slot.line,
+                avro: false,
+            };
+            self.judge.finish(&at, &slot.event, &mut slot.judged)?;
+        }
+        self.base += d.lines;
+        Ok(())
+    }
+}
+
+/// Where the next batch comes from.
+enum Cutter<'a> {
+    /// A mapped file, from `at`.
+    Bytes {
+        bytes: &'a [u8],
+        at: usize,
+        seq: u64,
+    },
+    /// A stream; `carry` is the start of a line the last read cut.
+    Stream {
+        input: Box<dyn io::BufRead + Send>,
+        carry: Vec<u8>,
+        /// Read buffers given back once decoded: fresh ones would cost
+        /// page faults and zeroing, batch after batch.
+        free: Vec<Vec<u8>>,
+        seq: u64,
+        ended: bool,
+        /// Why the stream ended early (reported after the batches before it).
+        error: Option<io::Error>,
+    },
+}
+
+impl<'a> Cutter<'a> {
+    /// The next batch: whole lines (the last batch may end without a line
+    /// end; a line longer than a batch makes its batch longer). `give_back`
+    /// is a read buffer decoded.
+    fn next(&mut self, give_back: Option<Vec<u8>>) -> Option<Batch<'a>> {
+        match self {
+            Cutter::Bytes { bytes, at, seq } => {
+                let bytes: &'a [u8] = bytes;
+                if *at >= bytes.len() {
+                    return None;
+                }
+                let window = (*at + BATCH_BYTES).min(bytes.len());
+                let end = if window == bytes.len() {
+                    window
+                } else {
+                    match memchr::memrchr(b'\n', &bytes[*at..window]) {
+                        Some(i) => *at + i + 1,
+                        None => memchr::memchr(b'\n', &bytes[window..])
+                            .map_or(bytes.len(), |i| window + i + 1),
+                    }
+                };
+                let batch = Batch {
+                    seq: *seq,
+                    bytes: Chunk::Mapped(&bytes[*at..end]),
+                };
+                (*at, *seq) = (end, *seq + 1);
+                Some(batch)
+            }
+            Cutter::Stream {
+                input,
+                carry,
+                free,
+                seq,
+                ended,
+                error,
+            } => {
+                free.extend(give_back);
+                while !*ended {
+                    let mut bytes = free
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(BATCH_BYTES + carry.len()));
+                    bytes.clear();
+                    bytes.extend_from_slice(carry);
+                    carry.clear();
+                    let n = match input.take(BATCH_BYTES as u64).read_to_end(&mut bytes) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            (*ended, *error) = (true, Some(e));
+                            return None;
+                        }
+                    };
+                    if n == 0 {
+                        *ended = true;
+                        if bytes.is_empty() {
+                            return None;
+                        }
+                    } else {
+                        match memchr::memrchr(b'\n', &bytes) {
+                            Some(end) => {
+                                carry.extend_from_slice(&bytes[end + 1..]);
+                                bytes.truncate(end + 1);
+                            }
+                            None => {
+                                *carry = bytes;
+                                continue;
+                            }
+                        }
+                    }
+                    let batch = Batch {
+                        seq: *seq,
+                        bytes: Chunk::Read(bytes),
+                    };
+                    *seq += 1;
+                    return Some(batch);
+                }
+                None
+            }
+        }
     }
 }
 
