@@ -207,6 +207,10 @@ impl Shared<'_, '_, '_> {
     /// One thread's work: a batch taken, decoded, handed in, until the
     /// input ends or finishing fails.
     fn work(&self, id: usize, mut worker: Worker<'_>, spare: &Receiver<Decoded>) {
+        // A thread that panics (decoding or finishing) must not leave the
+        // others waiting for batches that will never come back: the panic
+        // then reaches the caller when the scope ends, rather than a hang.
+        let _stop_others = FailOnPanic(self);
         let (mut made, mut buffer) = (0, None);
         while !self.failed.load(Ordering::Acquire) {
             // The slots to fill first, then the batch: a thread that waits
@@ -295,6 +299,16 @@ impl Shared<'_, '_, '_> {
         self.failed.store(true, Ordering::Release);
         for (_, d) in std::mem::take(&mut order.waiting) {
             let _ = self.spare[d.worker].send(d);
+        }
+    }
+}
+
+struct FailOnPanic<'s, 'i, 'j, 'a>(&'s Shared<'i, 'j, 'a>);
+
+impl Drop for FailOnPanic<'_, '_, '_, '_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail();
         }
     }
 }
