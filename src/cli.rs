@@ -76,9 +76,9 @@ pub struct AuditArgs {
     /// Input format; `auto` takes Avro when the file starts with the container magic `Obj\x01`.
     #[arg(long, default_value = "auto", value_parser = ["auto", "json", "avro"])]
     pub format: String,
-    /// Threads decoding JSON lines (judging stays in input order on one, so
-    /// the output is the same for any count). Default: the machine's cores;
-    /// 1 reads, decodes and judges on one thread.
+    /// Threads reading, decoding and judging JSON lines (finished in input
+    /// order by one at a time, so the output is the same for any count).
+    /// Default: the machine's cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
     /// Write the compliance report of the run here: one self-contained HTML
