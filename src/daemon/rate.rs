@@ -5,14 +5,14 @@
 //! watermark releases, checkpoints.
 
 use super::ordering::{
-    Arrival, Checkpoint, Item, KIND_CHECKPOINT, KIND_HEADER, PartitionState, read_item,
+    Arrival, Candidate, Checkpoint, Item, KIND_CHECKPOINT, KIND_HEADER, PartitionState, read_item,
 };
 use super::outputs::{self, Timed};
 use super::stage::{Stage, StageIo};
 use crate::audit::decide_rate;
 use crate::kafka::restore::{Stored, read_partition};
 use crate::kafka::{Marks, Output, Record};
-use crate::model::{RuleId, Timestamp, Violation};
+use crate::model::{RuleId, Timestamp};
 use crate::policy::Policy;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,8 +33,8 @@ pub struct RateStage {
 impl Stage for RateStage {
     /// A progress report, or a candidate: held for ordering, judged at once
     /// when late, skipped when a duplicate.
-    fn record(&mut self, io: &mut StageIo, rec: Record) {
-        let item = read_item(&rec.headers, rec.payload.as_deref());
+    fn record(&mut self, io: &mut StageIo, mut rec: Record) {
+        let item = read_item(&rec.headers, rec.payload.take());
         let begun = {
             let mut marks = io.progress.lock();
             if matches!(item, Item::Candidate(_)) {
@@ -48,7 +48,7 @@ impl Stage for RateStage {
             return;
         }
         let v = match item {
-            Item::Candidate(v) => *v,
+            Item::Candidate(v) => v,
             Item::Progress(r) => {
                 self.partitions.entry(rec.partition).or_default().report(r);
                 return;
@@ -171,22 +171,37 @@ impl RateStage {
     }
 
     /// Counts one candidate; alerts when it takes its recipient over the limit.
-    fn judge(&mut self, io: &mut StageIo, partition: i32, offset: Option<i64>, v: Violation) {
+    fn judge(&mut self, io: &mut StageIo, partition: i32, offset: Option<i64>, c: Candidate) {
         let policy = self.policy();
         let fired = self
             .partitions
             .entry(partition)
             .or_default()
-            .decide(&policy, &v);
+            .decide(&policy, &c);
         let mut out = Vec::new();
         if let Some(count) = fired
             && policy.rule(RuleId::VolumeRecipientRate).is_some()
         {
-            // At the candidate's own detection time (its event's log time):
-            // whichever owner fires it, and however often, says the same.
-            let at = v.detected_at;
-            let verdict = decide_rate(&policy, v, count, at);
-            outputs::verdict(&io.settings, &io.metrics, &policy, &verdict, &mut out);
+            match c.violation() {
+                Ok(v) => {
+                    // At the candidate's own detection time (its event's log
+                    // time): whichever owner fires it, and however often, says the same.
+                    let verdict = decide_rate(&policy, v, count, Timestamp(c.detected_at));
+                    outputs::verdict(&io.settings, &io.metrics, &policy, &verdict, &mut out);
+                }
+                Err(e) => {
+                    // Its keys were read, the rest is not a violation: only a
+                    // stranger writes such a record (see `read_item`).
+                    observed(io, "invalid");
+                    tracing::error!(
+                        partition,
+                        offset,
+                        line = e.line(),
+                        column = e.column(),
+                        "recipient-rate candidate fired but is not a whole violation; no alert"
+                    );
+                }
+            }
         }
         settle(io, partition, offset, out);
     }
@@ -269,7 +284,7 @@ impl RateStage {
         let read_through = stored.last().map(|(o, _, _)| *o);
         let records = stored
             .into_iter()
-            .map(|(o, headers, payload)| (o, read_item(&headers, payload.as_deref())))
+            .map(|(o, headers, payload)| (o, read_item(&headers, payload)))
             .collect();
         let (state, replayed) = PartitionState::rebuild(
             records,

@@ -44,7 +44,6 @@
 //!   same `alert_id`.
 
 use crate::audit::volume;
-use crate::model::Violation;
 use crate::policy::Policy;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -93,14 +92,14 @@ impl Checkpoint {
 
 /// What a record of the rate topic is.
 pub enum Item {
-    Candidate(Box<Violation>),
+    Candidate(Candidate),
     Progress(ProgressReport),
     Checkpoint(Checkpoint),
     Unreadable,
 }
 
 /// Tells a record of the rate topic by its kind header.
-pub fn read_item(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Item {
+pub fn read_item(headers: &[(String, Vec<u8>)], payload: Option<Vec<u8>>) -> Item {
     let kind = headers
         .iter()
         .find(|(k, _)| k == KIND_HEADER)
@@ -110,15 +109,13 @@ pub fn read_item(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Item 
     };
     match kind {
         Some(k) if k == KIND_PROGRESS.as_bytes() => {
-            serde_json::from_slice(b).map_or(Item::Unreadable, Item::Progress)
+            serde_json::from_slice(&b).map_or(Item::Unreadable, Item::Progress)
         }
         Some(k) if k == KIND_CHECKPOINT.as_bytes() => {
-            serde_json::from_slice(b).map_or(Item::Unreadable, Item::Checkpoint)
+            serde_json::from_slice(&b).map_or(Item::Unreadable, Item::Checkpoint)
         }
         Some(_) => Item::Unreadable,
-        None => {
-            serde_json::from_slice(b).map_or(Item::Unreadable, |v| Item::Candidate(Box::new(v)))
-        }
+        None => Candidate::read(b).map_or(Item::Unreadable, Item::Candidate),
     }
 }
 
@@ -127,7 +124,7 @@ pub type Key = (i64, String, i64);
 
 /// A candidate waiting for the watermark.
 pub struct Held {
-    pub v: Violation,
+    pub v: Candidate,
     /// Its event's log time, as the idle rule compares it (`log_time`).
     pub log_time: i64,
     /// Below the group's commit: the previous owner judged it and its
@@ -140,7 +137,7 @@ pub struct Held {
 pub struct Ready {
     /// `None`: below the group's commit (see `Held::committed`).
     pub offset: Option<i64>,
-    pub v: Violation,
+    pub v: Candidate,
 }
 
 /// What became of an arriving candidate.
@@ -149,7 +146,7 @@ pub enum Arrival {
     /// Judged before (here, or by the previous owner up to its checkpoint).
     Duplicate,
     /// Older than what was judged already: judge it at once.
-    Late(Box<Violation>),
+    Late(Box<Candidate>),
     /// Waits for the watermark.
     Held,
 }
@@ -175,8 +172,8 @@ impl Reached {
 /// (`detected_at`), but never later than `now`, when the stage reads it
 /// (the event was logged before its candidate was): a producer's clock far
 /// ahead must not hold the stage until the stage's clock catches up.
-pub fn log_time(v: &Violation, now: i64) -> i64 {
-    v.detected_at.millis().min(now)
+pub fn log_time(v: &Candidate, now: i64) -> i64 {
+    v.detected_at.min(now)
 }
 
 #[derive(Default)]
@@ -251,8 +248,8 @@ impl PartitionState {
     }
 
     /// A candidate read at `offset` of this partition, at `now` (ms).
-    pub fn arrive(&mut self, offset: i64, v: Violation, now: i64) -> Arrival {
-        let t = v.occurred_at.millis();
+    pub fn arrive(&mut self, offset: i64, v: Candidate, now: i64) -> Arrival {
+        let t = v.occurred_at;
         let replayed = self.restored_through.is_some_and(|through| t <= through);
         if replayed || self.judged.contains(&v.event_id) {
             Arrival::Duplicate
@@ -274,18 +271,13 @@ impl PartitionState {
     /// Counts a candidate in its recipient's window: `Some(count)` when it
     /// takes the recipient over its limit (the rule fires). The candidate
     /// is remembered as judged.
-    pub fn decide(&mut self, policy: &Policy, v: &Violation) -> Option<usize> {
-        let t = v.occurred_at.millis();
+    pub fn decide(&mut self, policy: &Policy, v: &Candidate) -> Option<usize> {
+        let t = v.occurred_at;
         let window = policy.params.rate_window_millis;
         let fired =
             volume::rate_limit(policy, &v.recipient_id, v.recipient_category).and_then(|limit| {
-                self.windows.observe(
-                    &v.recipient_id,
-                    volume::subject_key(&v.subject_ref),
-                    t,
-                    limit,
-                    window,
-                )
+                self.windows
+                    .observe(&v.recipient_id, v.subject, t, limit, window)
             });
         self.judged(t, &v.event_id, window);
         fired
@@ -338,16 +330,16 @@ impl PartitionState {
                 _ => None,
             })
             .max();
-        let mut replay: BTreeMap<(i64, String), Violation> = BTreeMap::new();
-        let mut again: Vec<(i64, Violation)> = Vec::new();
+        let mut replay: BTreeMap<(i64, String), Candidate> = BTreeMap::new();
+        let mut again: Vec<(i64, Candidate)> = Vec::new();
         for (offset, item) in records {
             match item {
                 Item::Candidate(v) => {
-                    let t = v.occurred_at.millis();
+                    let t = v.occurred_at;
                     if through.is_some_and(|through| t <= through) {
-                        replay.insert((t, v.event_id.clone()), *v);
+                        replay.insert((t, v.event_id.clone()), v);
                     } else if offset < committed {
-                        again.push((offset, *v));
+                        again.push((offset, v));
                     }
                 }
                 Item::Progress(r) if offset < committed => state.report(r),
@@ -367,7 +359,7 @@ impl PartitionState {
                 continue;
             }
             state.held.insert(
-                (v.occurred_at.millis(), v.event_id.clone(), offset),
+                (v.occurred_at, v.event_id.clone(), offset),
                 Held {
                     log_time: log_time(&v, now),
                     v,
@@ -378,6 +370,9 @@ impl PartitionState {
         (state, replayed)
     }
 }
+
+mod candidate;
+pub use candidate::Candidate;
 
 #[cfg(test)]
 mod tests;

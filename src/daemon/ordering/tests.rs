@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::{
     Flow, LegalBasis, Mode, PolicyVersion, Purpose, RecipientCategory, Severity, Timestamp,
+    Violation,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 /// The stage's clock in these tests: later than every log time.
 const NOW: i64 = i64::MAX;
 
-fn candidate(event_id: &str, t: i64) -> Violation {
+pub(super) fn candidate(event_id: &str, t: i64) -> Violation {
     Violation {
         alert_id: String::new(),
         rule_id: "volume.recipient_rate".into(),
@@ -41,6 +42,11 @@ fn candidate(event_id: &str, t: i64) -> Violation {
     }
 }
 
+/// A candidate as the rate stage reads it from the topic.
+fn on_topic(v: Violation) -> Candidate {
+    Candidate::read(crate::codec::encode_candidate(&v)).expect("a candidate record")
+}
+
 /// Three event partitions, owned by replicas that run at different
 /// speeds: their candidates and reports interleave differently each
 /// time, and the judged order is always the event-time order.
@@ -70,7 +76,7 @@ fn candidates_are_judged_in_event_time_order_whatever_the_interleaving() {
             let burst = rng.random_range(1..5).min(stream.len() - next[p]);
             for (t, id) in &stream[next[p]..next[p] + burst] {
                 offset += 1;
-                let arrival = state.arrive(offset, candidate(id, *t), NOW);
+                let arrival = state.arrive(offset, on_topic(candidate(id, *t)), NOW);
                 assert!(matches!(arrival, Arrival::Held), "{arrival:?}");
             }
             next[p] += burst;
@@ -85,7 +91,7 @@ fn candidates_are_judged_in_event_time_order_whatever_the_interleaving() {
                 state
                     .ready()
                     .into_iter()
-                    .map(|r| (r.v.occurred_at.millis(), r.v.event_id)),
+                    .map(|r| (r.v.occurred_at, r.v.event_id)),
             );
         }
         assert_eq!(judged, want, "seed {seed}");
@@ -105,7 +111,7 @@ fn report(p: i32, event_time: i64, idle_through: Option<i64>) -> ProgressReport 
 #[test]
 fn nothing_is_judged_before_every_event_partition_reported() {
     let mut state = PartitionState::default();
-    state.arrive(1, candidate("a", 5), NOW);
+    state.arrive(1, on_topic(candidate("a", 5)), NOW);
     state.report(report(0, 100, None));
     assert!(state.ready().is_empty(), "partition 1 has not reported");
     state.report(report(1, 4, None));
@@ -136,7 +142,7 @@ fn an_idle_partition_holds_what_was_logged_after_it_was_read_through() {
     let mut state = PartitionState::default();
     state.report(report(1, i64::MIN, Some(1_000)));
     assert!(matches!(
-        state.arrive(1, candidate("late-reader", 2_000), NOW),
+        state.arrive(1, on_topic(candidate("late-reader", 2_000)), NOW),
         Arrival::Held
     ));
     state.report(report(0, 2_000, Some(2_100)));
@@ -145,7 +151,7 @@ fn an_idle_partition_holds_what_was_logged_after_it_was_read_through() {
         "partition 1 is read through 1,000 only"
     );
     assert!(matches!(
-        state.arrive(2, candidate("idle-partition", 1_500), NOW),
+        state.arrive(2, on_topic(candidate("idle-partition", 1_500)), NOW),
         Arrival::Held
     ));
     state.report(report(1, 1_500, Some(2_050)));
@@ -155,7 +161,7 @@ fn an_idle_partition_holds_what_was_logged_after_it_was_read_through() {
     // With no event on it, a newer probe of the idle partition releases.
     let mut state = PartitionState::default();
     state.report(report(1, i64::MIN, Some(1_000)));
-    state.arrive(1, candidate("c", 2_000), NOW);
+    state.arrive(1, on_topic(candidate("c", 2_000)), NOW);
     state.report(report(0, 2_000, None));
     assert!(state.ready().is_empty());
     state.report(report(1, i64::MIN, Some(2_000)));
@@ -170,7 +176,7 @@ fn a_log_time_ahead_of_the_clock_is_taken_as_the_time_read() {
     let mut state = PartitionState::default();
     let mut v = candidate("ahead", 2_000);
     v.detected_at = Timestamp(9_000_000_000_000);
-    state.arrive(1, v, 3_000);
+    state.arrive(1, on_topic(v), 3_000);
     state.report(report(0, 2_000, None));
     state.report(report(1, i64::MIN, Some(2_999)));
     assert!(state.ready().is_empty());
@@ -229,7 +235,7 @@ fn partitions_that_go_idle_and_wake_up_never_make_a_candidate_late() {
                     if read[p] < available {
                         let e = per[p][read[p]];
                         read[p] += 1;
-                        queues[p].push_back(Item::Candidate(Box::new(candidate(
+                        queues[p].push_back(Item::Candidate(on_topic(candidate(
                             &format!("e-{e:06}"),
                             e,
                         ))));
@@ -258,7 +264,7 @@ fn partitions_that_go_idle_and_wake_up_never_make_a_candidate_late() {
                         offset += 1;
                         match item {
                             Item::Candidate(v) => {
-                                let arrival = state.arrive(offset, *v, NOW);
+                                let arrival = state.arrive(offset, v, NOW);
                                 assert!(
                                     matches!(arrival, Arrival::Held),
                                     "seed {seed}: {arrival:?}"
@@ -268,8 +274,8 @@ fn partitions_that_go_idle_and_wake_up_never_make_a_candidate_late() {
                             _ => {}
                         }
                         for r in state.ready() {
-                            state.judged(r.v.occurred_at.millis(), &r.v.event_id, 1 << 40);
-                            judged.push(r.v.occurred_at.millis());
+                            state.judged(r.v.occurred_at, &r.v.event_id, 1 << 40);
+                            judged.push(r.v.occurred_at);
                         }
                     }
                 }
@@ -322,7 +328,7 @@ impl Log {
                 clock[p] += rng.random_range(1..16_000);
                 let mut v = candidate(&format!("e-{n:05}"), clock[p]);
                 v.subject_ref = format!("s-{}", rng.random_range(0..30));
-                pending.push_back(Item::Candidate(Box::new(v)));
+                pending.push_back(Item::Candidate(on_topic(v)));
                 n += 1;
             }
             left[p] -= burst;
@@ -383,7 +389,7 @@ impl Member {
     fn read(&mut self, log: &Log, policy: &Policy) {
         let offset = self.next as i64;
         match log.item(self.next) {
-            Item::Candidate(v) => match self.state.arrive(offset, *v, NOW) {
+            Item::Candidate(v) => match self.state.arrive(offset, v, NOW) {
                 Arrival::Held => {
                     self.unjudged.insert(offset);
                 }
@@ -404,7 +410,7 @@ impl Member {
         }
     }
 
-    fn judge(&mut self, policy: &Policy, v: &Violation) {
+    fn judge(&mut self, policy: &Policy, v: &Candidate) {
         if self.state.decide(policy, v).is_some() {
             self.fired.insert(v.event_id.clone());
         }
