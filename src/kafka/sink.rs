@@ -439,16 +439,19 @@ impl Sink {
         );
         let mut ticket = Box::new(ticket);
         loop {
-            let mut h = OwnedHeaders::new_with_capacity(headers.len());
-            for (k, v) in headers {
-                h = h.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
+            let mut record = BaseRecord::with_opaque_to(topic, ticket).payload(payload);
+            // Most outputs (alerts, candidates) have none: librdkafka is then
+            // spared a header list to allocate and free for each.
+            if !headers.is_empty() {
+                let mut h = OwnedHeaders::new_with_capacity(headers.len());
+                for (k, v) in headers {
+                    h = h.insert(Header {
+                        key: k,
+                        value: Some(v),
+                    });
+                }
+                record = record.headers(h);
             }
-            let mut record = BaseRecord::with_opaque_to(topic, ticket)
-                .payload(payload)
-                .headers(h);
             if let Some(p) = out.partition {
                 record = record.partition(p);
             }
