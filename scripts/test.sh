@@ -6,8 +6,9 @@
 #   through the `shareaudit audit` binary;
 # - the benchmarks in test mode (each runs once: they still build and work);
 # - the shipped policy's own test cases, with coverage of every rule;
-# - a smoke of the offline benchmark (scripts/bench-offline.py) and of the
-#   alternating criterion comparison (scripts/bench-alternate.py);
+# - a smoke of the offline benchmark (scripts/bench-offline.py), of the
+#   alternating criterion comparison (scripts/bench-alternate.py) and of
+#   the end-to-end one (scripts/bench-e2e.py, after the tansu tests);
 # - a smoke of every fuzz target;
 # - the daemon against a real broker (tansu);
 # - the compliance report rendered in a real browser.
@@ -45,6 +46,10 @@ bash scripts/observability.sh
 
 # The daemon against a real broker (tansu; installed when missing).
 bash scripts/e2e.sh
+
+# A smoke of the end-to-end benchmark (scripts/bench-e2e.py): its own tansu,
+# the test build, 3,000 events through the bare loop and one replica.
+python3 scripts/bench-e2e.py --debug --events 3000 --sections throughput
 
 # The compliance report in a real browser (chromium headless; installed when
 # missing): of the shipped examples, and the one the e2e tests read from the topics.
