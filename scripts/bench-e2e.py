@@ -101,7 +101,8 @@ class Bench:
         """Produces generated traffic; with `wait=False`, returns the running generator."""
         p = subprocess.Popen([BIN, "generate", "--brokers", self.brokers, "--count", str(count), "--users", str(users),
                               "--seed", str(seed), "--rate", str(rate), "--events-topic", events_topic,
-                              "--consent-topic", consent_topic], stdout=self.log, stderr=self.log)
+                              "--consent-topic", consent_topic, "--violation-share", str(self.violation_share)],
+                             stdout=self.log, stderr=self.log)
         if wait and p.wait() != 0:
             raise SystemExit(f"generate into {events_topic} failed")
         return p
@@ -239,11 +240,14 @@ def main():
     ap.add_argument("--baseline-bin", help="a shareaudit binary of an earlier commit, measured beside this tree's")
     ap.add_argument("--sections", default="throughput,latency,memory,scaling")
     ap.add_argument("--debug", action="store_true", help="the test build: a smoke that the harness works, no figures")
+    ap.add_argument("--violation-share", type=float, default=0.15,
+                    help="share of violating events generated (shareaudit generate's default, 0.15)")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
     subprocess.run(["cargo", "build", *([] if args.debug else ["--release"]), "--locked", "--bin", "shareaudit",
                     "--example", "bare_consume"], cwd=ROOT, check=True)
     b = Bench()
+    b.violation_share = args.violation_share
     tansu = b.tansu = subprocess.Popen(["tansu", "broker", "--storage-engine", "memory://tansu/", "--listener-url",
                               f"tcp://{b.brokers}", "--advertised-listener-url", f"tcp://{b.brokers}"],
                              stdout=b.log, stderr=b.log)
@@ -393,6 +397,8 @@ def main():
         tansu.terminate()
         tansu.wait()
     flag, smoke = (" --debug", "; the test build: a smoke, no figures") if args.debug else ("", "")
+    if args.violation_share != 0.15:
+        flag += f" --violation-share {args.violation_share}"
     print(f"\n`python3 scripts/bench-e2e.py --events {args.events}{flag}` "
           f"({os.cpu_count()} cores, tansu memory storage, loopback{smoke})\n")
     print("| measure | figure | note |")
