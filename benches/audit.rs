@@ -15,15 +15,20 @@
 //!     (f) replaced, and still the fallback for writers without a plan
 //! (h) the same through serde_avro_fast (writer schema only, serde, a
 //!     fresh event per record, then the same validation)
+//! (i) the rate stage's read of the mix's `volume.recipient_rate`
+//!     candidates, as whole violations (serde_json: what it did until
+//!     2026-12-08), and (j) as their keys (`Candidate::read`: what it does);
+//!     each record copied out first, as the consumer hands it over
 //!
 //! `cargo bench --bench audit`; figures in BENCHMARKS.md.
 
 use criterion::{Criterion, Throughput, criterion_group};
 use shareaudit::audit::{AuditContext, Engine};
-use shareaudit::codec::{avro, datum, json};
+use shareaudit::codec::{self, avro, datum, json};
 use shareaudit::consent::ConsentTable;
+use shareaudit::daemon::Candidate;
 use shareaudit::demo::generate::{self, Options};
-use shareaudit::model::{DataSharingEvent, Timestamp};
+use shareaudit::model::{DataSharingEvent, Timestamp, Violation};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -43,6 +48,7 @@ struct Fixture {
     buffers: simd_json::Buffers,
     plan: datum::Plan,
     fast_schema: serde_avro_fast::Schema,
+    candidates: Records,
 }
 
 fn fixture() -> Fixture {
@@ -67,25 +73,34 @@ fn fixture() -> Fixture {
     for s in generate::consent_states(&o) {
         table.upsert(s);
     }
-    let parsed = lines
+    let parsed: Vec<DataSharingEvent> = lines
         .iter()
         .map(|l| json::decode_event(l).unwrap())
         .collect();
+    let ctx = AuditContext {
+        detected_at: Timestamp(1_800_000_000_000),
+        source: None,
+    };
+    let mut deferring = Engine::new(Arc::clone(&policy), b"bench-key").defer_rate();
+    let candidates = Records::new(parsed.iter().filter_map(|e| {
+        let state = table.as_of(&e.subject.user_id, e.occurred_at);
+        let verdict = deferring.audit(e, state, &ctx).unwrap();
+        verdict.rate_candidate.map(|c| codec::encode_candidate(&c))
+    }));
+    eprintln!("{} recipient-rate candidates", candidates.len());
     Fixture {
         lines,
         datums,
         parsed,
         engine: Engine::new(policy, b"bench-key"),
         table,
-        ctx: AuditContext {
-            detected_at: Timestamp(1_800_000_000_000),
-            source: None,
-        },
+        ctx,
         event: DataSharingEvent::empty(),
         buf: Vec::new(),
         buffers: simd_json::Buffers::new(4096),
         plan: datum::Plan::event(&avro::schemas().unwrap().event).unwrap(),
         fast_schema: avro::EVENT_AVSC.parse().unwrap(),
+        candidates,
     }
 }
 
@@ -138,6 +153,7 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
         buffers,
         plan,
         fast_schema,
+        candidates,
     } = f;
     let mut n = 0;
     match name {
@@ -204,12 +220,25 @@ fn workload(name: &str, f: &mut Fixture) -> usize {
                     .len();
             }
         }
+        "i_rate_candidates_whole" => {
+            for c in candidates.iter() {
+                let record = c.to_vec();
+                let v: Violation = serde_json::from_slice(&record).unwrap();
+                n += black_box(v).subject_ref.len();
+            }
+        }
+        "j_rate_candidates_keys" => {
+            for c in candidates.iter() {
+                let candidate = Candidate::read(c.to_vec()).unwrap();
+                n += black_box(candidate).event_id.len();
+            }
+        }
         other => panic!("no workload {other}"),
     }
     black_box(n)
 }
 
-const WORKLOADS: [&str; 8] = [
+const WORKLOADS: [&str; 10] = [
     "a_parse_json",
     "b_parse_json_and_audit",
     "d_audit_only",
@@ -218,14 +247,22 @@ const WORKLOADS: [&str; 8] = [
     "f_decode_avro",
     "g_decode_avro_apache",
     "h_decode_avro_serde_avro_fast",
+    "i_rate_candidates_whole",
+    "j_rate_candidates_keys",
 ];
 
 fn bench(c: &mut Criterion) {
     let mut f = fixture();
     let mut g = c.benchmark_group("audit");
-    g.throughput(Throughput::Elements(f.lines.len() as u64));
     g.sample_size(20);
     for name in WORKLOADS {
+        // Per event; the rate stage's workloads per candidate.
+        let elements = if name.starts_with("i_") || name.starts_with("j_") {
+            f.candidates.len()
+        } else {
+            f.lines.len()
+        };
+        g.throughput(Throughput::Elements(elements as u64));
         g.bench_function(name, |b| b.iter(|| workload(name, &mut f)));
     }
     g.finish();

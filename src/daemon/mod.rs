@@ -26,6 +26,9 @@ mod rate;
 mod reload;
 mod stage;
 
+/// For `benches/audit.rs`: the rate stage's read of a candidate record.
+pub use ordering::Candidate;
+
 use crate::audit::Engine;
 use crate::codec::registry::Registry;
 use crate::codec::wire::{LocalSchemas, SchemaLookup};
