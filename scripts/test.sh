@@ -48,8 +48,9 @@ bash scripts/observability.sh
 bash scripts/e2e.sh
 
 # A smoke of the end-to-end benchmark (scripts/bench-e2e.py): its own tansu,
-# the test build, 3,000 events through the bare loop and one replica.
-python3 scripts/bench-e2e.py --debug --events 3000 --sections throughput
+# the test build, 3,000 events through the bare loop and one replica, then
+# one round of the alternating comparison (the test build against itself).
+python3 scripts/bench-e2e.py --debug --events 3000 --sections throughput --baseline-bin target/debug/shareaudit --rounds 1
 
 # The compliance report in a real browser (chromium headless; installed when
 # missing): of the shipped examples, and the one the e2e tests read from the topics.
