@@ -73,7 +73,7 @@ impl Stage for RateStage {
             }
             Arrival::Late(v) => {
                 observed(io, "late");
-                self.judge(io, rec.partition, Some(rec.offset), *v);
+                self.judge(io, rec.partition, Some(rec.offset), v);
             }
             Arrival::Held => {}
         }

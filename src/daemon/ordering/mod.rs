@@ -146,7 +146,7 @@ pub enum Arrival {
     /// Judged before (here, or by the previous owner up to its checkpoint).
     Duplicate,
     /// Older than what was judged already: judge it at once.
-    Late(Box<Candidate>),
+    Late(Candidate),
     /// Waits for the watermark.
     Held,
 }
@@ -254,7 +254,7 @@ impl PartitionState {
         if replayed || self.judged.contains(&v.event_id) {
             Arrival::Duplicate
         } else if t < self.judged_time {
-            Arrival::Late(Box::new(v))
+            Arrival::Late(v)
         } else {
             self.held.insert(
                 (t, v.event_id.clone(), offset),
